@@ -1,0 +1,144 @@
+"""Embedding spaces (one model + preprocessing each) and their partitions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from casebase.errors import InputError, QueryError
+
+
+@dataclass(frozen=True)
+class Space:
+    space_id: int
+    name: str
+    model_name: str
+    pretrained: str | None
+    checkpoint_sha256: str | None
+    dim: int
+    image_size: int | None
+    preprocess: str
+    fusion: dict | None
+    is_default: bool
+
+
+_COLUMNS = (
+    "space_id, name, model_name, pretrained, checkpoint_sha256, dim, image_size, preprocess, "
+    "fusion, is_default"
+)
+
+
+def _space(row) -> Space:
+    return Space(*row[:8], row[8], bool(row[9]))
+
+
+def list_spaces(conn) -> list[Space]:
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM casebase.embedding_space ORDER BY space_id")
+    return [_space(r) for r in rows.fetchall()]
+
+
+def get_space(conn, name: str | None = None) -> Space:
+    """The named space, or the default one (the only one if there is just one)."""
+    if name is not None:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM casebase.embedding_space WHERE name = %s", (name,)
+        ).fetchone()
+        if row is None:
+            known = ", ".join(s.name for s in list_spaces(conn)) or "none yet: ingest a batch"
+            raise QueryError(f"unknown embedding space {name!r} (known: {known})")
+        return _space(row)
+    spaces = list_spaces(conn)
+    if not spaces:
+        raise QueryError("no embedding space exists yet: ingest a batch first")
+    for space in spaces:
+        if space.is_default:
+            return space
+    if len(spaces) == 1:
+        return spaces[0]
+    names = ", ".join(s.name for s in spaces)
+    raise QueryError(f"several embedding spaces ({names}): pass --space or set a default")
+
+
+def ensure_space(
+    conn,
+    *,
+    name: str,
+    model_name: str,
+    dim: int,
+    pretrained: str | None = None,
+    checkpoint_sha256: str | None = None,
+    image_size: int | None = None,
+    preprocess: str = "",
+    fusion: dict | None = None,
+) -> Space:
+    """Register a space once; a second call with a different model is an error."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('casebase.embedding_space'))")
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM casebase.embedding_space WHERE name = %s", (name,)
+    ).fetchone()
+    if row is not None:
+        space = _space(row)
+        wanted = (model_name, pretrained, checkpoint_sha256, dim)
+        have = (space.model_name, space.pretrained, space.checkpoint_sha256, space.dim)
+        if wanted != have:
+            raise InputError(
+                f"embedding space {name!r} already holds {have[0]} "
+                f"(dim {have[3]}); this model differs: choose another space name"
+            )
+        return space
+    first = conn.execute("SELECT count(*) FROM casebase.embedding_space").fetchone()[0] == 0
+    row = conn.execute(
+        "INSERT INTO casebase.embedding_space (name, model_name, pretrained, checkpoint_sha256, "
+        "dim, image_size, preprocess, fusion, is_default) "
+        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+        (
+            name,
+            model_name,
+            pretrained,
+            checkpoint_sha256,
+            dim,
+            image_size,
+            preprocess,
+            json.dumps(fusion) if fusion is not None else None,
+            first,
+        ),
+    ).fetchone()
+    return _space(row)
+
+
+def set_default(conn, name: str) -> Space:
+    space = get_space(conn, name)
+    conn.execute("UPDATE casebase.embedding_space SET is_default = false WHERE is_default")
+    conn.execute(
+        "UPDATE casebase.embedding_space SET is_default = true WHERE space_id = %s",
+        (space.space_id,),
+    )
+    return get_space(conn, name)
+
+
+def ensure_partition(conn, space: Space, modality: str) -> str:
+    """Create (once) the leaf partition of one space and modality; return its table name."""
+    return conn.execute(
+        "SELECT casebase.ensure_embedding_partition(%s::smallint, %s)", (space.space_id, modality)
+    ).fetchone()[0]
+
+
+def leaf_partitions(conn, space: Space) -> list[tuple[str, str]]:
+    """(modality, table) for each leaf of a space."""
+    rows = conn.execute(
+        """
+        SELECT pg_get_expr(c.relpartbound, c.oid), c.relname
+        FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_class p ON p.oid = i.inhparent
+        JOIN pg_namespace n ON n.oid = p.relnamespace
+        WHERE n.nspname = 'casebase' AND p.relname = %s
+        ORDER BY c.relname
+        """,
+        (f"embedding_s{space.space_id}",),
+    ).fetchall()
+    out = []
+    for bound, table in rows:
+        modality = bound.split("'")[1] if "'" in bound else bound
+        out.append((modality, table))
+    return out

@@ -1,0 +1,78 @@
+"""One embedded PostgreSQL per test session; one fresh database per test module."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def casebase_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("casebase_home")
+    os.environ["CASEBASE_HOME"] = str(home)
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("CASEBASE_DATABASE_URL", None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def server_url(casebase_home: Path) -> Iterator[str]:
+    """The URL of the session's embedded server (database ``casebase``)."""
+    from casebase.config import load_settings
+    from casebase.db import embedded
+    from casebase.db.connection import checked_url
+
+    url = checked_url(load_settings())
+    yield url
+    embedded.stop(load_settings().embedded_dir)
+
+
+def _admin(url: str) -> str:
+    return re.sub(r"/casebase\?", "/postgres?", url)
+
+
+def make_database(server_url: str, name: str, *, migrate: bool = True) -> str:
+    with psycopg.connect(_admin(server_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server_url.replace("/casebase?", f"/{name}?")
+    if migrate:
+        from casebase.db import migrate as m
+
+        m.upgrade(url)
+    return url
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(_admin(server_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def db_url(server_url: str, request) -> Iterator[str]:
+    """A migrated database of its own for each test module."""
+    name = "t_" + re.sub(r"\W", "_", request.module.__name__.split(".")[-1])[:50]
+    url = make_database(server_url, name)
+    yield url
+    drop_database(server_url, name)
+
+
+@pytest.fixture()
+def use_db(db_url: str, monkeypatch) -> str:
+    """Point every casebase entry point (CLI, client) at the module's database."""
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    return db_url
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"test data missing: {SHARED_DATA} (see ../shared/data/README.md)"
+    return SHARED_DATA

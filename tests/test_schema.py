@@ -1,0 +1,138 @@
+"""The schema from Alembic: views, partitions with HNSW, roles, round trips."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from casebase.db import migrate, spaces
+from casebase.db.connection import connect
+from tests.conftest import drop_database, make_database
+
+VIEWS = {"studies", "images", "findings", "batches", "rejects", "spaces", "embeddings"}
+
+
+def test_views_exist(db_url):
+    with connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.views WHERE table_schema = 'casebase'"
+        ).fetchall()
+    assert VIEWS <= {r[0] for r in rows}, rows
+
+
+def test_every_leaf_partition_has_an_hnsw_index(db_url):
+    with connect(db_url) as conn:
+        space = spaces.ensure_space(conn, name="s8", model_name="test", dim=8)
+        for modality in ("CXR", "KXR", "CT"):
+            spaces.ensure_partition(conn, space, modality)
+        leaves = spaces.leaf_partitions(conn, space)
+        assert [m for m, _ in leaves] == ["CT", "CXR", "KXR"]
+        for _, table in leaves:
+            defs = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = 'casebase' "
+                    "AND tablename = %s",
+                    (table,),
+                ).fetchall()
+            ]
+            hnsw = [d for d in defs if "USING hnsw" in d]
+            assert len(hnsw) == 1 and "vector(8)" in hnsw[0] and "vector_cosine_ops" in hnsw[0], (
+                defs
+            )
+        conn.commit()
+
+
+def test_partition_rejects_wrong_dimension_and_bad_modality(db_url):
+    with connect(db_url) as conn:
+        space = spaces.ensure_space(conn, name="s4", model_name="test4", dim=4)
+        spaces.ensure_partition(conn, space, "CXR")
+        conn.commit()
+        conn.execute("INSERT INTO casebase.ingest_batch (name, source) VALUES ('b', 'x')")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(
+                "INSERT INTO casebase.embedding (space_id, modality, image_pk, study_pk, study_id,"
+                " batch, vec) VALUES (%s, 'CXR', 1, 1, 'S1', 'b', '[1,2,3]')",
+                (space.space_id,),
+            )
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            spaces.ensure_partition(conn, space, "cxr'; DROP TABLE x; --")
+        conn.rollback()
+
+
+def test_space_with_other_model_under_same_name_is_refused(db_url):
+    from casebase.errors import InputError
+
+    with connect(db_url) as conn:
+        spaces.ensure_space(conn, name="same", model_name="a", dim=4)
+        with pytest.raises(InputError, match="already holds a"):
+            spaces.ensure_space(conn, name="same", model_name="b", dim=4)
+        conn.rollback()
+
+
+def _as_role(conn, role: str, sql: str):
+    conn.execute(f"SET ROLE {role}")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.rollback()
+
+
+@pytest.mark.parametrize("table", ["report_raw", "report", "study", "finding"])
+def test_analyst_cannot_read_tables(db_url, table):
+    with connect(db_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        _as_role(conn, "casebase_analyst", f"SELECT * FROM casebase.{table}")
+
+
+def test_analyst_reads_views_but_cannot_write(db_url):
+    with connect(db_url) as conn:
+        for view in sorted(VIEWS):
+            rows = _as_role(conn, "casebase_analyst", f"SELECT * FROM casebase.{view}")
+            assert isinstance(rows, list), view
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            _as_role(
+                conn,
+                "casebase_analyst",
+                "INSERT INTO casebase.ingest_batch (name, source) VALUES ('x', 'y')",
+            )
+
+
+def test_ingest_role_writes(db_url):
+    with connect(db_url) as conn:
+        conn.execute("SET ROLE casebase_ingest")
+        conn.execute("INSERT INTO casebase.ingest_batch (name, source) VALUES ('r1', 'x')")
+        assert conn.execute("SELECT count(*) FROM casebase.ingest_batch").fetchone()[0] >= 1
+        conn.rollback()
+
+
+def test_upgrade_downgrade_upgrade_and_alembic_check(server_url):
+    from alembic import command
+
+    url = make_database(server_url, "t_roundtrip", migrate=False)
+    try:
+        migrate.upgrade(url)
+        migrate.downgrade(url, "base")
+        with connect(url) as conn:
+            assert conn.execute("SELECT to_regnamespace('casebase')").fetchone()[0] is None
+        migrate.upgrade(url)
+        command.check(migrate.alembic_config(url))  # raises if models and schema drift apart
+        with connect(url) as conn:
+            assert migrate.current_revision(conn) == migrate.head_revision()
+            salt = conn.execute(
+                "SELECT value FROM casebase.setting WHERE key = 'patient_salt'"
+            ).fetchone()[0]
+            assert len(salt) == 64
+    finally:
+        drop_database(server_url, "t_roundtrip")
+
+
+def test_missing_schema_is_a_clear_error(server_url):
+    from casebase.errors import SchemaError
+
+    url = make_database(server_url, "t_empty", migrate=False)
+    try:
+        with connect(url) as conn, pytest.raises(SchemaError, match="casebase db upgrade"):
+            migrate.ensure_current(conn)
+    finally:
+        drop_database(server_url, "t_empty")
