@@ -145,8 +145,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ingest_parser(sub) -> None:
+    from casebase.ingest.cli import add_parser
+
+    add_parser(sub)
+
+
+@command("ingest")
+def _ingest(args: argparse.Namespace) -> int:
+    from casebase.ingest.cli import run
+
+    return run(args)
+
+
+def _search_parser(sub) -> None:
+    from casebase.retrieval.cli import add_parser
+
+    add_parser(sub)
+
+
+@command("search")
+def _search(args: argparse.Namespace) -> int:
+    from casebase.retrieval.cli import run
+
+    return run(args)
+
+
 # Sub-command parsers contributed by other modules (ingest, search, ...).
-EXTENSIONS: list[Callable] = []
+EXTENSIONS: list[Callable] = [_ingest_parser, _search_parser]
 
 
 def _key(args: argparse.Namespace) -> str:

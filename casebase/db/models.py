@@ -191,6 +191,7 @@ embedding_space = Table(
     Column("fusion", JSONB, nullable=True),
     Column("is_default", Boolean, nullable=False, server_default=text("false")),
     _created(),
+    Column("checkpoint_path", Text, nullable=True),
     CheckConstraint("dim > 0 AND dim <= 16000", name="dim"),
     Index(
         "uq_embedding_space_default",

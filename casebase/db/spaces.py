@@ -20,16 +20,17 @@ class Space:
     preprocess: str
     fusion: dict | None
     is_default: bool
+    checkpoint_path: str | None = None
 
 
 _COLUMNS = (
     "space_id, name, model_name, pretrained, checkpoint_sha256, dim, image_size, preprocess, "
-    "fusion, is_default"
+    "fusion, is_default, checkpoint_path"
 )
 
 
 def _space(row) -> Space:
-    return Space(*row[:8], row[8], bool(row[9]))
+    return Space(*row[:9], bool(row[9]), row[10])
 
 
 def list_spaces(conn) -> list[Space]:
@@ -70,6 +71,7 @@ def ensure_space(
     image_size: int | None = None,
     preprocess: str = "",
     fusion: dict | None = None,
+    checkpoint_path: str | None = None,
 ) -> Space:
     """Register a space once; a second call with a different model is an error."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('casebase.embedding_space'))")
@@ -89,8 +91,8 @@ def ensure_space(
     first = conn.execute("SELECT count(*) FROM casebase.embedding_space").fetchone()[0] == 0
     row = conn.execute(
         "INSERT INTO casebase.embedding_space (name, model_name, pretrained, checkpoint_sha256, "
-        "dim, image_size, preprocess, fusion, is_default) "
-        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+        "dim, image_size, preprocess, fusion, is_default, checkpoint_path) "
+        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
         (
             name,
             model_name,
@@ -101,6 +103,7 @@ def ensure_space(
             preprocess,
             json.dumps(fusion) if fusion is not None else None,
             first,
+            checkpoint_path,
         ),
     ).fetchone()
     return _space(row)

@@ -1,0 +1,216 @@
+"""The Python client: ``casebase.connect()`` → ``Client``.
+
+Thin on purpose: it opens one connection, validates arguments, and calls the
+same SQL functions analysts call (``casebase.similar_to_vector`` and friends).
+torch is imported only when a query needs the encoder (an image or a text).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from casebase.config import Settings, load_settings
+from casebase.errors import QueryError
+from casebase.retrieval.filters import Filters
+from casebase.retrieval.hits import Hit
+
+log = logging.getLogger(__name__)
+
+
+def connect(url: str | None = None, *, settings: Settings | None = None) -> Client:
+    """Connect to ``url``, ``DATABASE_URL``, or the embedded server (started if needed)."""
+    return Client(url, settings=settings)
+
+
+class Client:
+    def __init__(self, url: str | None = None, *, settings: Settings | None = None) -> None:
+        from casebase.db import migrate
+        from casebase.db.connection import checked_url, connect
+
+        self.settings = settings or load_settings()
+        self.url = url or checked_url(self.settings)
+        self.conn = connect(self.url)
+        migrate.ensure_current(self.conn)
+        self.conn.commit()
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ spaces
+    def space(self, name: str | None = None):
+        from casebase.db.spaces import get_space
+
+        space = get_space(self.conn, name)
+        self.conn.commit()
+        return space
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        *,
+        image=None,
+        text: str | None = None,
+        study_id: str | None = None,
+        vector: Sequence[float] | None = None,
+        k: int = 20,
+        modality: str | None = None,
+        sex: str | None = None,
+        age: tuple[float | None, float | None] | None = None,
+        view: str | Sequence[str] | None = None,
+        exclude_flags: Sequence[str] = (),
+        require_flags: Sequence[str] = (),
+        exclude_same_patient: bool = True,
+        exact: bool = False,
+        space: str | None = None,
+        hybrid: bool | None = None,
+        diverse: float | None = None,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        """The k most similar studies (not images) to one query, filtered in the same SQL.
+
+        Exactly one of ``image`` / ``study_id`` / ``vector`` may be given, with or
+        without ``text``; ``text`` alone searches image vectors through the text tower
+        *and* report full text, merged by reciprocal rank fusion (``hybrid``).
+        ``diverse=0.02`` drops hits of a patient already shown, or within that cosine
+        distance of a hit already kept.
+        """
+        from casebase.retrieval import search as s
+
+        s.check_k(k, self.settings.max_k)
+        given = [
+            n
+            for n, v in (("image", image), ("study_id", study_id), ("vector", vector))
+            if v is not None
+        ]
+        if len(given) > 1:
+            raise QueryError(f"give one query, not {' and '.join(given)}")
+        if not given and not text:
+            raise QueryError("nothing to search for: give an image, text, study_id or vector")
+        if filters is None:
+            views = (view,) if isinstance(view, str) else (tuple(view) if view else None)
+            filters = Filters(
+                modality=modality,
+                sex=sex,
+                age=age,
+                views=views,
+                exclude_flags=tuple(exclude_flags),
+                require_flags=tuple(require_flags),
+                exclude_same_patient=exclude_same_patient,
+            )
+        fetch_k = min(self.settings.max_k, k * 3) if diverse else k
+        timeout = self.settings.statement_timeout_ms
+        space_obj = self.space(space)
+        if study_id is not None and not text:
+            hits = s.search_study(
+                self.conn,
+                study_id,
+                k=fetch_k,
+                filters=filters,
+                space=space_obj.name,
+                exact=exact,
+                timeout_ms=timeout,
+            )
+        else:
+            qvec = self._query_vector(
+                space_obj, image=image, vector=vector, study_id=study_id, text=text
+            )
+            use_hybrid = bool(text) if hybrid is None else hybrid
+            if use_hybrid and text:
+                hits = s.search_hybrid(
+                    self.conn,
+                    qvec,
+                    text,
+                    k=fetch_k,
+                    filters=filters,
+                    space=space_obj.name,
+                    timeout_ms=timeout,
+                )
+            else:
+                hits = s.search_vector(
+                    self.conn,
+                    qvec,
+                    k=fetch_k,
+                    filters=filters,
+                    space=space_obj.name,
+                    exact=exact,
+                    exclude_study=study_id,
+                    timeout_ms=timeout,
+                )
+        if diverse:
+            vectors = s.study_vectors(self.conn, [h.extra.get("image_id") for h in hits])
+            patients = self._patient_keys([h.study_id for h in hits])
+            hits = s.diversify(hits, vectors, k=k, min_distance=diverse, patient_keys=patients)
+        self.conn.commit()
+        return hits[:k]
+
+    def _query_vector(self, space, *, image, vector, study_id, text):
+        import numpy as np
+
+        from casebase.retrieval import encode
+
+        if vector is not None:
+            vec = np.asarray(vector, dtype=np.float32).ravel()
+            if vec.size != space.dim:
+                raise QueryError(
+                    f"the query vector has {vec.size} dimensions; space {space.name} has "
+                    f"{space.dim}"
+                )
+            return vec
+        if image is not None:
+            return encode.image_vector(space, image, self.settings.device)
+        if study_id is not None:
+            row = self.conn.execute(
+                "SELECT e.vec FROM casebase.embeddings e WHERE e.study_id = %s AND e.space = %s "
+                "ORDER BY e.image_id LIMIT 1",
+                (study_id, space.name),
+            ).fetchone()
+            if row is None:
+                raise QueryError(f"unknown study id {study_id!r} (or no image in {space.name})")
+            return np.asarray(row[0], dtype=np.float32)
+        return encode.text_vector(space, text, self.settings.device)
+
+    def _patient_keys(self, study_ids: Sequence[str]) -> dict[str, str | None]:
+        rows = self.conn.execute(
+            "SELECT study_id, patient_key FROM casebase.studies WHERE study_id = ANY(%s)",
+            (list(study_ids),),
+        ).fetchall()
+        return dict(rows)
+
+    # ------------------------------------------------------------------ findings & briefs
+    def findings(self, study_ids: Sequence[str], *, backend: str = "rules"):
+        """study_id → {finding: status} for the given studies (one backend)."""
+        rows = self.conn.execute(
+            "SELECT study_id, finding, status FROM casebase.findings "
+            "WHERE study_id = ANY(%s) AND backend = %s",
+            (list(study_ids), backend),
+        ).fetchall()
+        self.conn.commit()
+        out: dict[str, dict[str, str]] = {}
+        for study_id, finding, status in rows:
+            out.setdefault(study_id, {})[finding] = status
+        return out
+
+    def studies_with_report(self, study_ids: Sequence[str]) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT study_id FROM casebase.studies WHERE study_id = ANY(%s) "
+            "AND (findings IS NOT NULL OR impression IS NOT NULL)",
+            (list(study_ids),),
+        ).fetchall()
+        self.conn.commit()
+        return {r[0] for r in rows}
+
+    # ------------------------------------------------------------------ ingest
+    def ingest(self, source: str | Path, *, batch: str, **options):
+        """Load a batch (see ``casebase.ingest.pipeline.IngestOptions`` for options)."""
+        from casebase.ingest.pipeline import IngestOptions, ingest
+
+        return ingest(source, IngestOptions(batch=batch, **options), url=self.url)

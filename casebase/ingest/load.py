@@ -1,0 +1,358 @@
+"""Writing prepared studies into PostgreSQL with binary COPY, one transaction per chunk.
+
+A chunk commits whole studies only (study, images, report, findings, vectors
+together), so a batch killed at any moment leaves no half-written study, and
+a re-run skips what is already there by study id and content hash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from psycopg.types.json import Jsonb
+
+from casebase.db import spaces as db_spaces
+from casebase.db.spaces import Space
+from casebase.errors import IngestError
+from casebase.ingest.studies import Reject, StudyInput
+
+if TYPE_CHECKING:
+    from casebase.ingest.sanitize import SanitizedReport
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    uri: str
+    sha256: str
+    size_bytes: int
+    width: int | None
+    height: int | None
+    view: str | None
+    flags: tuple[str, ...]
+    quality: dict
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class PreparedFinding:
+    finding: str
+    status: str
+    evidence: str | None
+    location: dict
+
+
+@dataclass
+class PreparedStudy:
+    study: StudyInput
+    patient_key: str | None
+    content_sha256: str
+    flags: tuple[str, ...]
+    sanitized: SanitizedReport | None
+    raw_report: str | None
+    findings: list[PreparedFinding] = field(default_factory=list)
+    images: list[PreparedImage] = field(default_factory=list)
+    finding_backend: str = "rules"
+    finding_version: str = ""
+
+
+@dataclass(frozen=True)
+class LoadedStudy:
+    content_sha256: str
+    batch: str
+
+
+def patient_salt(conn) -> str:
+    row = conn.execute("SELECT value FROM casebase.setting WHERE key = 'patient_salt'").fetchone()
+    if row is None:
+        raise IngestError("casebase.setting has no patient_salt: run `casebase db upgrade`")
+    return row[0]
+
+
+def begin_batch(conn, name: str, source: str, space: Space) -> None:
+    conn.execute(
+        "INSERT INTO casebase.ingest_batch (name, source, space_id) VALUES (%s, %s, %s) "
+        "ON CONFLICT (name) DO NOTHING",
+        (name, source, space.space_id),
+    )
+    row = conn.execute(
+        "SELECT b.space_id, s.name FROM casebase.ingest_batch b "
+        "LEFT JOIN casebase.embedding_space s USING (space_id) WHERE b.name = %s",
+        (name,),
+    ).fetchone()
+    if row[0] is not None and row[0] != space.space_id:
+        raise IngestError(
+            f"batch {name!r} was loaded into space {row[1]!r}, not {space.name!r}: "
+            "use the same model, or another batch name"
+        )
+
+
+def existing_studies(conn, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:
+    if not study_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT study_id, content_sha256, batch FROM casebase.study WHERE study_id = ANY(%s)",
+        (list(study_ids),),
+    ).fetchall()
+    return {r[0]: LoadedStudy(r[1], r[2]) for r in rows}
+
+
+def _allocate(conn, table: str, column: str, n: int) -> list[int]:
+    if n == 0:
+        return []
+    rows = conn.execute(
+        "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+        (f"casebase.{table}", column, n),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _copy(conn, table: str, columns: Sequence[str], types: Sequence[str], rows) -> None:
+    sql = f"COPY casebase.{table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    with conn.cursor() as cur, cur.copy(sql) as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+
+
+def write_rejects(conn, batch: str, rejects: Sequence[Reject]) -> None:
+    if not rejects:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO casebase.ingest_reject (batch, source, row_ref, study_id, reason) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (batch, source, row_ref) "
+            "DO UPDATE SET reason = EXCLUDED.reason, study_id = EXCLUDED.study_id, "
+            "created_at = now()",
+            [(batch, r.source, r.row_ref, r.study_id, r.reason) for r in rejects],
+        )
+
+
+def write_chunk(
+    conn, *, batch: str, space: Space, studies: Sequence[PreparedStudy], rejects: Sequence[Reject]
+) -> None:
+    """Write whole studies and their rejects in the caller's transaction."""
+    for modality in sorted({s.study.modality for s in studies}):
+        db_spaces.ensure_partition(conn, space, modality)
+    study_pks = _allocate(conn, "study", "study_pk", len(studies))
+    n_images = sum(len(s.images) for s in studies)
+    image_pks = iter(_allocate(conn, "image", "image_pk", n_images))
+    study_rows: list = []
+    image_rows: list = []
+    report_rows: list = []
+    raw_rows: list = []
+    finding_rows: list = []
+    vector_rows: list = []
+    for pk, p in zip(study_pks, studies, strict=True):
+        s = p.study
+        study_rows.append(
+            (
+                pk,
+                s.study_id,
+                p.patient_key,
+                s.modality,
+                s.body_part,
+                s.view,
+                s.age,
+                s.sex,
+                s.study_date,
+                list(p.flags),
+                batch,
+                p.content_sha256,
+                Jsonb(s.attributes),
+            )
+        )
+        if p.sanitized is not None and (p.sanitized.findings or p.sanitized.impression):
+            report_rows.append(
+                (pk, p.sanitized.findings, p.sanitized.impression, list(p.sanitized.removed))
+            )
+        if p.raw_report:
+            raw_rows.append((pk, p.raw_report, s.accession))
+        for f in p.findings:
+            finding_rows.append(
+                (
+                    pk,
+                    f.finding,
+                    f.status,
+                    p.finding_backend,
+                    p.finding_version,
+                    f.evidence,
+                    Jsonb(f.location),
+                )
+            )
+        for img in p.images:
+            ipk = next(image_pks)
+            image_rows.append(
+                (
+                    ipk,
+                    pk,
+                    img.uri,
+                    img.sha256,
+                    img.size_bytes,
+                    img.width,
+                    img.height,
+                    img.view,
+                    list(img.flags),
+                    Jsonb(img.quality),
+                )
+            )
+            vector_rows.append(
+                (
+                    space.space_id,
+                    s.modality,
+                    ipk,
+                    pk,
+                    s.study_id,
+                    p.patient_key,
+                    s.age,
+                    s.sex,
+                    img.view or s.view,
+                    sorted(set(p.flags) | set(img.flags)),
+                    s.study_date,
+                    batch,
+                    np.asarray(img.vector, dtype=np.float32),
+                )
+            )
+    _copy(
+        conn,
+        "study",
+        (
+            "study_pk",
+            "study_id",
+            "patient_key",
+            "modality",
+            "body_part",
+            "view",
+            "age",
+            "sex",
+            "study_date",
+            "flags",
+            "batch",
+            "content_sha256",
+            "attributes",
+        ),
+        (
+            "int8",
+            "text",
+            "text",
+            "text",
+            "text",
+            "text",
+            "float4",
+            "text",
+            "date",
+            "text[]",
+            "text",
+            "text",
+            "jsonb",
+        ),
+        study_rows,
+    )
+    _copy(
+        conn,
+        "image",
+        (
+            "image_pk",
+            "study_pk",
+            "uri",
+            "sha256",
+            "size_bytes",
+            "width",
+            "height",
+            "view",
+            "flags",
+            "quality",
+        ),
+        ("int8", "int8", "text", "text", "int8", "int4", "int4", "text", "text[]", "jsonb"),
+        image_rows,
+    )
+    _copy(
+        conn,
+        "report",
+        ("study_pk", "findings", "impression", "removed"),
+        ("int8", "text", "text", "text[]"),
+        report_rows,
+    )
+    _copy(
+        conn,
+        "report_raw",
+        ("study_pk", "raw_text", "accession"),
+        ("int8", "text", "text"),
+        raw_rows,
+    )
+    _copy(
+        conn,
+        "finding",
+        ("study_pk", "finding", "status", "backend", "version", "evidence", "location"),
+        ("int8", "text", "text", "text", "text", "text", "jsonb"),
+        finding_rows,
+    )
+    _copy(
+        conn,
+        "embedding",
+        (
+            "space_id",
+            "modality",
+            "image_pk",
+            "study_pk",
+            "study_id",
+            "patient_key",
+            "age",
+            "sex",
+            "view",
+            "flags",
+            "study_date",
+            "batch",
+            "vec",
+        ),
+        (
+            "int2",
+            "text",
+            "int8",
+            "int8",
+            "text",
+            "text",
+            "float4",
+            "text",
+            "text",
+            "text[]",
+            "date",
+            "text",
+            "vector",
+        ),
+        vector_rows,
+    )
+    write_rejects(conn, batch, rejects)
+    loaded = [p.study.study_id for p in studies]
+    if loaded:
+        conn.execute(
+            "DELETE FROM casebase.ingest_reject WHERE batch = %s AND study_id = ANY(%s)",
+            (batch, loaded),
+        )
+
+
+def finish_batch(conn, name: str, shard: str, stats: dict, n_shards: int) -> bool:
+    """Record one shard's stats; the batch is complete when every shard is. Returns that."""
+    conn.execute("SELECT 1 FROM casebase.ingest_batch WHERE name = %s FOR UPDATE", (name,))
+    conn.execute(
+        "UPDATE casebase.ingest_batch SET stats = jsonb_set(stats, '{shards}', "
+        "coalesce(stats->'shards', '{}'::jsonb) || jsonb_build_object(%s::text, %s::jsonb)) "
+        "WHERE name = %s",
+        (shard, json.dumps(stats), name),
+    )
+    done = conn.execute(
+        "SELECT count(*) FROM jsonb_object_keys((SELECT stats->'shards' FROM "
+        "casebase.ingest_batch WHERE name = %s)) k WHERE k LIKE %s",
+        (name, f"%/{n_shards}"),
+    ).fetchone()[0]
+    complete = done >= n_shards
+    if complete:
+        conn.execute(
+            "UPDATE casebase.ingest_batch SET status = 'complete', finished_at = now() "
+            "WHERE name = %s",
+            (name,),
+        )
+    return complete
