@@ -1,0 +1,403 @@
+"""One batch, end to end: read → validate → embed → COPY, idempotent and resumable.
+
+Studies are the unit of work: a study loads whole (all its images, report,
+findings and vectors in one transaction) or not at all. A re-run skips
+studies already loaded with the same content and rejects those whose content
+changed, so a batch killed half way finishes when re-run, with no duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from casebase.errors import InputError, ManifestError
+from casebase.ingest import load
+from casebase.ingest.manifest import read_manifest
+from casebase.ingest.studies import Plan, Reject, StudyInput, content_sha256, plan_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    batch: str
+    model: str | None = None
+    pretrained: str | None = None
+    checkpoint: str | None = None
+    images_root: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+    shard: tuple[int, int] = (0, 1)
+    device: str | None = None
+    batch_size: int = 32
+    workers: int | None = None
+    chunk_size: int = 256
+    progress: bool | None = None  # None: a bar only on a terminal
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    batch: str
+    space: str
+    shard: str
+    loaded: int
+    skipped: int
+    rejected: int
+    images: int
+    seconds: float
+    per_modality: dict[str, dict[str, int]]
+    complete: bool
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "images_per_s": round(self.images_per_s, 2)}
+
+    def render(self) -> str:
+        lines = [
+            f"batch {self.batch} (shard {self.shard}, space {self.space}): "
+            f"{self.loaded} loaded, {self.skipped} skipped (already there), "
+            f"{self.rejected} rejected — {self.images} images in {self.seconds:.1f} s "
+            f"({self.images_per_s:.1f} images/s)"
+            + ("" if self.complete else "; other shards still running"),
+        ]
+        for modality, counts in sorted(self.per_modality.items()):
+            lines.append(
+                f"  {modality:<4} loaded {counts.get('loaded', 0):>6}  "
+                f"skipped {counts.get('skipped', 0):>6}  rejected {counts.get('rejected', 0):>6}"
+            )
+        if self.rejected:
+            lines.append(f"  see: SELECT * FROM casebase.rejects WHERE batch = '{self.batch}'")
+        return "\n".join(lines)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise InputError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def in_shard(study_id: str, shard: tuple[int, int]) -> bool:
+    i, n = shard
+    return n == 1 or int(hashlib.sha256(study_id.encode()).hexdigest()[:12], 16) % n == i
+
+
+def plan_source(source: Path, options: IngestOptions) -> Plan:
+    if source.is_dir():
+        from casebase.ingest.dicom_source import plan_dicom_folder
+
+        return plan_dicom_folder(source)
+    if not source.exists():
+        raise ManifestError(f"no such manifest or folder: {source}")
+    rows = read_manifest(source, columns=options.columns, images_root=options.images_root)
+    if options.defaults:
+        for row in rows:
+            for key, value in options.defaults.items():
+                row.fields.setdefault(key, value)
+    return plan_rows(rows)
+
+
+def ingest(source: str | Path, options: IngestOptions, *, url: str | None = None) -> IngestSummary:
+    """Load one batch (or one shard of it). Raises only when the batch cannot run."""
+    from casebase.db import migrate
+    from casebase.db import spaces as db_spaces
+    from casebase.db.connection import checked_url, connect
+
+    started = time.perf_counter()
+    source = Path(source)
+    url = url or checked_url()
+    with connect(url) as conn:
+        migrate.ensure_current(conn)
+        conn.commit()
+        try:
+            plan = plan_source(source, options)
+        except ManifestError as exc:
+            _record_failure(conn, options.batch, str(source), str(exc))
+            raise
+        from casebase.embedding import load_encoder
+
+        encoder = load_encoder(
+            options.model,
+            pretrained=options.pretrained,
+            checkpoint=options.checkpoint,
+            device=options.device,
+        )
+        spec = encoder.spec
+        with conn.transaction():
+            space = db_spaces.ensure_space(
+                conn,
+                name=spec.name,
+                model_name=spec.model_name,
+                dim=spec.dim,
+                pretrained=spec.pretrained,
+                checkpoint_sha256=spec.checkpoint_sha256,
+                image_size=spec.image_size,
+                preprocess=spec.preprocess,
+                checkpoint_path=str(Path(options.checkpoint).resolve())
+                if options.checkpoint
+                else None,
+            )
+            load.begin_batch(conn, options.batch, str(source), space)
+            salt = load.patient_salt(conn)
+        run = _BatchRun(conn, options, space, salt, plan)
+        run.execute(encoder)
+        shard_text = f"{options.shard[0]}/{options.shard[1]}"
+        stats = run.stats(time.perf_counter() - started)
+        with conn.transaction():
+            complete = load.finish_batch(conn, options.batch, shard_text, stats, options.shard[1])
+    return IngestSummary(
+        batch=options.batch,
+        space=space.name,
+        shard=shard_text,
+        loaded=run.loaded,
+        skipped=run.skipped,
+        rejected=run.rejected,
+        images=run.images_done,
+        seconds=time.perf_counter() - started,
+        per_modality=run.per_modality_dict(),
+        complete=complete,
+    )
+
+
+def _record_failure(conn, batch: str, source: str, reason: str) -> None:
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO casebase.ingest_batch (name, source) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO NOTHING",
+            (batch, source),
+        )
+        load.write_rejects(conn, batch, [Reject(source, "manifest", None, reason)])
+
+
+class _BatchRun:
+    """The mutable state of one run: what is pending, loaded, skipped, rejected."""
+
+    def __init__(self, conn, options: IngestOptions, space, salt: str, plan: Plan) -> None:
+        self.conn, self.options, self.space, self.salt = conn, options, space, salt
+        self.studies = [s for s in plan.studies if in_shard(s.study_id, options.shard)]
+        self.pending_rejects: list[Reject] = [
+            r for r in plan.rejects if r.study_id is None or in_shard(r.study_id, options.shard)
+        ]
+        self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.loaded = self.skipped = self.rejected = self.images_done = 0
+        self.ready: list[load.PreparedStudy] = []
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _reject_study(self, study: StudyInput, reasons: dict[int, str], default: str) -> None:
+        """Reject every row of a study (a study loads whole or not at all); counts rows."""
+        for img in study.images:
+            reason = reasons.get(id(img), default)
+            self.pending_rejects.append(Reject(img.source, img.row_ref, study.study_id, reason))
+        self.rejected += len(study.images)
+        self.counts[study.modality]["rejected"] += len(study.images)
+
+    def stats(self, seconds: float) -> dict:
+        return {
+            "loaded": self.loaded,
+            "skipped": self.skipped,
+            "rejected": self.rejected,
+            "images": self.images_done,
+            "seconds": round(seconds, 2),
+            "per_modality": self.per_modality_dict(),
+        }
+
+    def per_modality_dict(self) -> dict[str, dict[str, int]]:
+        return {m: dict(c) for m, c in self.counts.items()}
+
+    # ------------------------------------------------------------------ the run
+    def execute(self, encoder) -> None:
+        self.rejected += len({(r.source, r.row_ref) for r in self.pending_rejects})
+        todo = self._skip_existing()
+        self._embed(encoder, todo)
+        self._flush(final=True)
+
+    def _skip_existing(self) -> list[StudyInput]:
+        from casebase.ingest.images import sha256_file
+
+        todo: list[StudyInput] = []
+        for start in range(0, len(self.studies), 5000):
+            part = self.studies[start : start + 5000]
+            existing = load.existing_studies(self.conn, [s.study_id for s in part])
+            for study in part:
+                prior = existing.get(study.study_id)
+                if prior is None:
+                    todo.append(study)
+                    continue
+                try:
+                    hashes = [sha256_file(img.path) for img in study.images]
+                except (InputError, OSError):
+                    hashes = []
+                if hashes and content_sha256(study, hashes) == prior.content_sha256:
+                    self.skipped += 1
+                    self.counts[study.modality]["skipped"] += 1
+                    continue
+                reason = (
+                    f"study {study.study_id} was already loaded (batch {prior.batch}) with "
+                    "different content; load it under a new study id or delete the old one"
+                )
+                self._reject_study(study, {}, reason)
+        self.conn.commit()
+        return todo
+
+    def _embed(self, encoder, todo: list[StudyInput]) -> None:
+        from casebase.ingest.decode import decode_image
+
+        items = [(img, s.modality) for s in todo for img in s.images]
+        owner = {id(img): s for s in todo for img in s.images}
+        results: dict[str, dict[int, tuple]] = defaultdict(dict)
+        failures: dict[str, list[tuple]] = defaultdict(list)
+        bar = _progress(len(items), self.options.progress)
+        try:
+            for ok, vectors, failed in encoder.embed_stream(
+                items,
+                decode_image,
+                batch_size=self.options.batch_size,
+                workers=self.options.workers,
+                with_extra=True,
+                progress=bar.update if bar is not None else None,
+            ):
+                touched: list[StudyInput] = []
+                for ((img, _), facts), vec in zip(ok, vectors, strict=True):
+                    study = owner[id(img)]
+                    results[study.study_id][id(img)] = (facts, vec)
+                    touched.append(study)
+                for (img, _), reason in failed:
+                    study = owner[id(img)]
+                    failures[study.study_id].append((img, reason))
+                    touched.append(study)
+                for study in dict.fromkeys(touched):
+                    done = len(results[study.study_id]) + len(failures[study.study_id])
+                    if done == len(study.images):
+                        self._finish_study(
+                            study, results.pop(study.study_id), failures.pop(study.study_id, [])
+                        )
+                self.images_done += len(ok) + len(failed)
+                if len(self.ready) >= self.options.chunk_size:
+                    self._flush()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _finish_study(self, study: StudyInput, results: dict, failures: list) -> None:
+        if failures:
+            bad = {id(img): reason for img, reason in failures}
+            self._reject_study(study, bad, "not loaded: another image of this study was rejected")
+            return
+        self.ready.append(self._prepare(study, results))
+
+    def _prepare(self, study: StudyInput, results: dict) -> load.PreparedStudy:
+        from casebase.ingest.sanitize import sanitize_report
+        from casebase.ingest.values import patient_key
+
+        images = []
+        for img in study.images:
+            facts, vec = results[id(img)]
+            images.append(
+                load.PreparedImage(
+                    uri=str(img.path),
+                    sha256=facts.sha256,
+                    size_bytes=facts.size_bytes,
+                    width=facts.width,
+                    height=facts.height,
+                    view=img.view,
+                    flags=tuple(sorted(set(img.flags) | set(facts.flags))),
+                    quality=facts.quality,
+                    vector=vec,
+                )
+            )
+        has_report = bool(study.findings or study.impression or study.report)
+        sanitized = (
+            sanitize_report(
+                findings=study.findings, impression=study.impression, report=study.report
+            )
+            if has_report
+            else None
+        )
+        raw = "\n\n".join(
+            f"{name.upper()}: {text}" if name != "report" else text
+            for name, text in (
+                ("findings", study.findings),
+                ("impression", study.impression),
+                ("report", study.report),
+            )
+            if text
+        )
+        findings, backend, version = _label(sanitized)
+        return load.PreparedStudy(
+            study=study,
+            patient_key=patient_key(study.patient_id, self.salt) if study.patient_id else None,
+            content_sha256=content_sha256(study, [i.sha256 for i in images]),
+            flags=study.flags,
+            sanitized=sanitized,
+            raw_report=raw or None,
+            findings=findings,
+            images=images,
+            finding_backend=backend,
+            finding_version=version,
+        )
+
+    def _flush(self, final: bool = False) -> None:
+        if not self.ready and not (final and self.pending_rejects):
+            return
+        chunk, rejects = self.ready, self.pending_rejects
+        with self.conn.transaction():
+            load.write_chunk(
+                self.conn,
+                batch=self.options.batch,
+                space=self.space,
+                studies=chunk,
+                rejects=rejects,
+            )
+        for p in chunk:
+            self.loaded += 1
+            self.counts[p.study.modality]["loaded"] += 1
+        self.ready, self.pending_rejects = [], []
+
+
+def _label(sanitized) -> tuple[list[load.PreparedFinding], str, str]:
+    """Rule-based findings of the sanitised text (the shared labeller of synthesis)."""
+    from casebase.synthesis import BACKEND, LABELLER_VERSION, extract, label_report
+
+    if sanitized is None:
+        return [], BACKEND, LABELLER_VERSION
+    text = "\n".join(t for t in (sanitized.findings, sanitized.impression) if t)
+    statuses = label_report(text)
+    mentions = extract(text)
+    out = []
+    for finding, status in sorted(statuses.items()):
+        evidence = next((m for m in mentions if m.finding == finding and m.status == status), None)
+        out.append(
+            load.PreparedFinding(
+                finding=finding,
+                status=status,
+                evidence=evidence.sentence.strip()[:500] if evidence else None,
+                location=dict(evidence.location) if evidence and evidence.location else {},
+            )
+        )
+    return out, BACKEND, LABELLER_VERSION
+
+
+def _progress(total: int, enabled: bool | None):
+    if total == 0 or enabled is False:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="img",
+        desc="embedding",
+        disable=None if enabled is None else False,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
