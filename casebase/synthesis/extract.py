@@ -1,0 +1,361 @@
+"""Rule-based findings extraction: lexicon matches + assertion status + location.
+
+``extract(text)`` returns one :class:`Mention` per matched finding phrase, with its
+status (present / uncertain / absent), the cue that decided it, and the side and zone
+stated next to it. ``label_report(text)`` rolls the mentions up to one status per
+finding for the whole report (present > uncertain > absent; device kinds also roll up
+into their parent ``support_devices``) and derives ``no_finding``: a report that
+mentions something but asserts no abnormal finding is a normal study, whatever words
+it used to say so.
+
+Nothing is invented: a report with no lexicon phrase yields no mention and an empty
+label dict (empty text, junk, foreign-language text, "XXXX" de-identification tokens).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from spacy.tokens import Doc
+
+from casebase.synthesis.assertion import (
+    ABSENT,
+    PRESENT,
+    TERMINATIONS,
+    UNCERTAIN,
+    Cue,
+    assert_mention,
+    find_cues,
+    get_nlp,
+    token_words,
+)
+from casebase.synthesis.lexicon import Lexicon, load_lexicon
+
+logger = logging.getLogger(__name__)
+
+# Bump when the lexicon or the rules change: it is stored with every extracted finding
+# so that a re-labelling job can find rows produced by an older labeller.
+LABELLER_VERSION = "rules-1.0"
+BACKEND = "rules"
+
+NO_FINDING = "no_finding"
+STATUS_RANK = {ABSENT: 1, UNCERTAIN: 2, PRESENT: 3}
+
+# Long texts are processed in chunks cut at line or sentence ends, which keeps spaCy's
+# memory bounded and its max_length irrelevant.
+CHUNK_CHARS = 100_000
+
+_SIDE_WORDS = {
+    "left": "left",
+    "right": "right",
+    "bilateral": "bilateral",
+    "bilaterally": "bilateral",
+    "both": "bilateral",
+    "bibasilar": "bilateral",
+    "bibasal": "bilateral",
+    "biapical": "bilateral",
+}
+_ZONE_WORDS = {
+    "upper": "upper",
+    "apex": "upper",
+    "apices": "upper",
+    "apical": "upper",
+    "biapical": "upper",
+    "middle": "middle",
+    "mid": "middle",
+    "midlung": "middle",
+    "lingula": "middle",
+    "lingular": "middle",
+    "lower": "lower",
+    "base": "lower",
+    "bases": "lower",
+    "basilar": "lower",
+    "basal": "lower",
+    "bibasilar": "lower",
+    "bibasal": "lower",
+}
+_LOCATION_STOPS = TERMINATIONS | {
+    ",", ";", ":", ".", "and", "or", "with", "without", "no", "versus", "vs", "there",
+}
+_LOCATION_LEFT_TOKENS = 6
+_LOCATION_RIGHT_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One finding phrase in a report and its assertion status.
+
+    ``start``/``end`` are character offsets of the matched phrase in the input text;
+    ``cue`` is the (lower-cased) cue phrase that set the status, None when the status is
+    the default (present) or fixed by a normal statement; ``location`` holds "side"
+    and/or "zone" only where the report states them.
+    """
+
+    finding: str
+    status: str
+    sentence: str
+    start: int
+    end: int
+    cue: str | None
+    location: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    finding: str
+    start: int
+    end: int
+    normal: bool
+
+
+def finding_ids() -> list[str]:
+    """All finding ids of the packaged lexicon, in lexicon order."""
+    return load_lexicon().ids()
+
+
+def _chunks(text: str, size: int = CHUNK_CHARS) -> Iterator[tuple[int, str]]:
+    """Yield (offset, piece) with pieces ending at a line or sentence end where possible."""
+    start = 0
+    n = len(text)
+    while start < n:
+        end = min(start + size, n)
+        if end < n:
+            cut = max(text.rfind("\n", start, end), text.rfind(". ", start, end))
+            if cut > start + size // 2:
+                end = cut + 1
+        yield start, text[start:end]
+        start = end
+
+
+def _clashes(a: _Candidate, b: _Candidate) -> bool:
+    """Whether two overlapping matches compete (only one of them can be kept)."""
+    if not (a.start < b.end and b.start < a.end):
+        return False
+    if a.finding == b.finding:
+        return True
+    if a.normal and b.normal:
+        return False
+    return not (a.start == b.start and a.end == b.end)
+
+
+def _overlaps_any(start: int, end: int, spans: list[tuple[int, int]], longest: int) -> bool:
+    """Whether [start, end) overlaps one of ``spans`` (sorted by start, none longer
+    than ``longest``); a bisect keeps this logarithmic on megabyte inputs."""
+    i = bisect.bisect_left(spans, (start - longest, -1))
+    while i < len(spans) and spans[i][0] < end:
+        if spans[i][1] > start:
+            return True
+        i += 1
+    return False
+
+
+def _candidates(text: str, lexicon: Lexicon) -> list[_Candidate]:
+    """Lexicon matches with overlaps resolved: the longest phrase wins.
+
+    A phrase listed under two findings ("masslike opacity") asserts both, so identical
+    spans of different findings are all kept. Normal statements may overlap each other
+    ("heart and vasculature are normal" is a statement about two findings). Matches
+    overlapping one of the entry's ``exclude`` phrases ("bone density") are dropped.
+    """
+    found: list[_Candidate] = []
+    for finding in lexicon.findings:
+        if finding.regex is not None:
+            excluded = (
+                sorted((m.start(), m.end()) for m in finding.exclude_regex.finditer(text))
+                if finding.exclude_regex is not None
+                else []
+            )
+            longest = max((e - s for s, e in excluded), default=0)
+            found.extend(
+                _Candidate(finding.id, m.start(), m.end(), False)
+                for m in finding.regex.finditer(text)
+                if not (excluded and _overlaps_any(m.start(), m.end(), excluded, longest))
+            )
+        if finding.normal_regex is not None:
+            found.extend(
+                _Candidate(finding.id, m.start(), m.end(), True)
+                for m in finding.normal_regex.finditer(text)
+            )
+    if not found:
+        return []
+    found.sort(key=lambda c: (-(c.end - c.start), c.start))
+    longest = found[0].end - found[0].start
+    accepted: list[_Candidate] = []
+    starts: list[tuple[int, int]] = []  # (start, index into accepted), kept sorted
+    for cand in found:
+        i = bisect.bisect_left(starts, (cand.start - longest, -1))
+        clash = False
+        while i < len(starts) and starts[i][0] < cand.end:
+            if _clashes(cand, accepted[starts[i][1]]):
+                clash = True
+                break
+            i += 1
+        if not clash:
+            bisect.insort(starts, (cand.start, len(accepted)))
+            accepted.append(cand)
+    accepted.sort(key=lambda c: (c.start, c.finding))
+    return accepted
+
+
+def _location(words: Sequence[str], sent_start: int, sent_end: int, start: int, end: int
+              ) -> dict[str, str]:
+    """Side and zone words in the phrase around a mention (same clause, a few tokens)."""
+    i = max(sent_start, start - _LOCATION_LEFT_TOKENS)
+    left = words[i:start]
+    for j in range(len(left) - 1, -1, -1):
+        if left[j] in _LOCATION_STOPS:
+            left = left[j + 1 :]
+            break
+    right = words[end : min(sent_end, end + _LOCATION_RIGHT_TOKENS)]
+    for j, word in enumerate(right):
+        if word in _LOCATION_STOPS:
+            right = right[:j]
+            break
+    near = [*left, *words[start:end], *right]
+    sides = {_SIDE_WORDS[w] for w in near if w in _SIDE_WORDS}
+    zones = [_ZONE_WORDS[w] for w in near if w in _ZONE_WORDS]
+    location: dict[str, str] = {}
+    if "bilateral" in sides or {"left", "right"} <= sides:
+        location["side"] = "bilateral"
+    elif sides:
+        location["side"] = sides.pop()
+    if zones:
+        location["zone"] = zones[0]
+    return location
+
+
+def _lower_same_length(text: str) -> str:
+    """Lower-case text without changing its length (offsets must stay valid)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
+def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
+    text = doc.text  # a property that re-joins all tokens: read it once
+    candidates = _candidates(_lower_same_length(text), lexicon)
+    if not candidates:
+        return []
+    words = token_words(doc)
+    sent_bounds = [(s.start, s.end) for s in doc.sents]
+    sent_starts = [b[0] for b in sent_bounds]
+    token_starts = doc.to_array("IDX").tolist()
+    cues_by_sent: dict[int, list[Cue]] = {}
+    for cue in find_cues(doc):
+        idx = bisect.bisect_right(sent_starts, cue.start) - 1
+        cues_by_sent.setdefault(idx, []).append(cue)
+    scopes: dict[Cue, tuple[int, int]] = {}
+    mentions: list[Mention] = []
+    for cand in candidates:
+        # Tokens touching [cand.start, cand.end): the "expand" alignment of char_span.
+        tok_start = max(bisect.bisect_right(token_starts, cand.start) - 1, 0)
+        tok_end = bisect.bisect_left(token_starts, cand.end)
+        if tok_end <= tok_start:
+            continue
+        idx = bisect.bisect_right(sent_starts, tok_start) - 1
+        sent_start, sent_end = sent_bounds[idx]
+        tok_end = min(tok_end, sent_end)
+        entry = lexicon.by_id[cand.finding]
+        if cand.normal:
+            status, cue_text = entry.normal_status, None
+        else:
+            result = assert_mention(
+                words, sent_start, sent_end, tok_start, tok_end,
+                cues_by_sent.get(idx, []), scopes,
+            )
+            status, cue_text = result.status, result.cue
+        first = token_starts[sent_start]
+        last_end = token_starts[sent_end] if sent_end < len(token_starts) else len(text)
+        mentions.append(
+            Mention(
+                finding=cand.finding,
+                status=status,
+                sentence=text[first:last_end].strip(),
+                start=offset + cand.start,
+                end=offset + cand.end,
+                cue=cue_text,
+                location=_location(words, sent_start, sent_end, tok_start, tok_end),
+            )
+        )
+    return mentions
+
+
+_WORD_RE = re.compile(r"[A-Za-z]{2,}")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _worth_parsing(text: str) -> bool:
+    """Skip texts with no Latin-script word at all (empty, junk, non-Latin scripts)."""
+    return bool(text) and _WORD_RE.search(text) is not None
+
+
+def extract(text: str) -> list[Mention]:
+    """All finding mentions in a report text, in order of appearance."""
+    return next(iter(extract_many([text])))
+
+
+def extract_many(texts: Iterable[str], *, batch_size: int = 256) -> Iterator[list[Mention]]:
+    """Mentions for each text, in order; faster than ``extract`` in a loop."""
+    lexicon = load_lexicon()
+    nlp = get_nlp()
+    pending: list[tuple[int, int, str]] = []  # (text index, offset, piece)
+    results: list[list[Mention]] = []
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"report text must be str, got {type(text).__name__}")
+        results.append([])
+        if not _worth_parsing(text):
+            continue
+        # Lone surrogates (undecodable bytes) crash spaCy; U+FFFD keeps offsets intact.
+        text = _SURROGATE_RE.sub("\ufffd", text)
+        pending.extend((index, offset, piece) for offset, piece in _chunks(text))
+    docs = nlp.pipe((piece for _, _, piece in pending), batch_size=batch_size)
+    for (index, offset, _), doc in zip(pending, docs, strict=True):
+        results[index].extend(_extract_doc(doc, offset, lexicon))
+    logger.debug("extracted mentions from %d texts (%d pieces)", len(results), len(pending))
+    return iter(results)
+
+
+def rollup(mentions: Iterable[Mention], lexicon: Lexicon | None = None) -> dict[str, str]:
+    """Report-level status per finding from its mentions (see module docstring)."""
+    lex = lexicon or load_lexicon()
+    labels: dict[str, str] = {}
+    any_mention = False
+
+    def merge(finding: str, status: str) -> None:
+        if STATUS_RANK[status] > STATUS_RANK.get(labels.get(finding, ""), 0):
+            labels[finding] = status
+
+    for m in mentions:
+        any_mention = True
+        if m.finding == NO_FINDING:
+            continue
+        merge(m.finding, m.status)
+        for parent in lex.ancestors(m.finding):
+            merge(parent, m.status)
+    if any_mention:
+        worst = max(
+            (STATUS_RANK[s] for f, s in labels.items() if lex.by_id[f].blocks_no_finding),
+            default=0,
+        )
+        labels[NO_FINDING] = (
+            ABSENT if worst == STATUS_RANK[PRESENT] else
+            UNCERTAIN if worst == STATUS_RANK[UNCERTAIN] else PRESENT
+        )
+    return labels
+
+
+def label_report(text: str) -> dict[str, str]:
+    """Report-level status for each finding the report mentions (others left out)."""
+    return rollup(extract(text))
+
+
+def label_reports(texts: Iterable[str], *, batch_size: int = 256) -> list[dict[str, str]]:
+    """``label_report`` for many texts at once (batched through spaCy)."""
+    lex = load_lexicon()
+    return [rollup(ms, lex) for ms in extract_many(texts, batch_size=batch_size)]
