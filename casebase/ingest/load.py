@@ -326,11 +326,14 @@ def write_chunk(
         vector_rows,
     )
     write_rejects(conn, batch, rejects)
-    loaded = [p.study.study_id for p in studies]
-    if loaded:
+    # Rows that load now are no longer rejects of this batch (e.g. a fixed file re-run).
+    loaded_rows = [(img.source, img.row_ref) for p in studies for img in p.study.images]
+    if loaded_rows:
         conn.execute(
-            "DELETE FROM casebase.ingest_reject WHERE batch = %s AND study_id = ANY(%s)",
-            (batch, loaded),
+            "DELETE FROM casebase.ingest_reject r USING unnest(%s::text[], %s::text[]) "
+            "AS l(source, row_ref) WHERE r.batch = %s AND r.source = l.source "
+            "AND r.row_ref = l.row_ref",
+            ([s for s, _ in loaded_rows], [r for _, r in loaded_rows], batch),
         )
 
 

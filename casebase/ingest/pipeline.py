@@ -276,7 +276,7 @@ class _BatchRun:
                     study = owner[id(img)]
                     failures[study.study_id].append((img, reason))
                     touched.append(study)
-                for study in dict.fromkeys(touched):
+                for study in {s.study_id: s for s in touched}.values():
                     done = len(results[study.study_id]) + len(failures[study.study_id])
                     if done == len(study.images):
                         self._finish_study(

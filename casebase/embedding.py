@@ -1,0 +1,364 @@
+"""open_clip image/text encoders shared by ingest and retrieval.
+
+One ``Encoder`` is one embedding space (``SpaceSpec``): a model plus its
+preprocessing. Ingest and retrieval must embed with the very same space or the
+distances mean nothing, so both go through ``load_encoder`` and record
+``Encoder.spec`` next to the vectors.
+
+Which model ``load_encoder`` loads:
+
+- a preset name (``PRESETS``): ``metaclip-pe-core-bigg-448``, ``biomedclip``,
+  ``clip-vit-b-32`` or ``tiny-random`` (seeded random weights, tests only);
+- an ``hf-hub:org/repo`` id of an open_clip model;
+- an open_clip architecture plus a pretrained tag
+  (``load_encoder("ViT-B-32", pretrained="laion2b_s34b_b79k")``);
+- a local checkpoint (``checkpoint="run/model.pt"``) with a JSON config beside
+  it, same stem (``run/model.json``), as ``casebase train`` writes it::
+
+      {
+        "model_name": "ViT-B-32",       # an open_clip architecture, or instead:
+        "model_cfg": {...},             #   a full open_clip config (embed_dim, vision_cfg,
+                                        #   text_cfg), for architectures open_clip lacks
+        "image_size": 224,              # must equal the architecture's image size
+        "quick_gelu": true,             # optional; true for models from OpenAI weights
+        "preprocess_cfg": {             # optional open_clip preprocessing overrides
+          "mean": [0.481, 0.458, 0.408], "std": [0.269, 0.261, 0.276],
+          "interpolation": "bicubic", "resize_mode": "shortest"},
+        "base": "clip-vit-b-32",        # what it was fine-tuned from (provenance only)
+        "sha256": "<sha256 of model.pt>"  # required; checked at load, names the space
+      }
+
+  The ``.pt`` file holds ``model.state_dict()`` (optionally under a
+  ``"state_dict"`` key); it is loaded with ``weights_only=True`` and must match
+  the architecture exactly (no silent position-embedding resizing).
+
+There are no silent fallbacks: weights that cannot be loaded (no network and
+not cached, unknown name, missing or mismatching checkpoint) raise
+``ModelError`` with a one-line fix; random weights are only ever used by
+``tiny-random`` or with the explicit ``allow_random_weights=True`` (timing
+benchmarks), and both log a WARNING. Weights already in the Hugging Face cache
+are used without any network call (see ``embedding_presets``).
+
+torch and open_clip are imported lazily: the base install of casebase, which
+has neither, can import this module; using it then says which extra to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from casebase import embedding_presets as _p
+from casebase.embedding_presets import PRESETS, Preset
+from casebase.errors import ConfigError, InputError, ModelError
+
+__all__ = ["PRESETS", "Encoder", "Preprocess", "Preset", "SpaceSpec", "default_workers",
+           "load_encoder"]
+
+logger = logging.getLogger(__name__)
+_WORKER_NICENESS = 10
+T = TypeVar("T")
+
+_NORMS = {
+    ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)): "openai-norm",
+    ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)): "imagenet-norm",
+    ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)): "half-norm",
+}
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """An embedding space: one model + preprocessing. Vectors of two specs never mix."""
+
+    name: str  # e.g. "clip-vit-b-32", "tiny-random", "ckpt-0123456789ab"
+    model_name: str  # open_clip architecture or hf-hub: id
+    pretrained: str | None  # open_clip pretrained tag
+    checkpoint_sha256: str | None
+    dim: int
+    image_size: int
+    preprocess: str  # e.g. "resize224-centercrop-bicubic-openai-norm"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """open_clip's eval transform as a picklable callable, for DataLoader workers.
+
+    16-bit and float greyscale images (``I;16``, ``I``, ``F``) are first scaled
+    min–max to 8 bits: PIL's ``convert("RGB")`` would clip them to white.
+    """
+
+    transform: Callable[[Any], Any]
+
+    def __call__(self, image: Any) -> Any:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            from PIL import Image
+
+            pixels = np.asarray(image, dtype=np.float32)
+            low, high = float(pixels.min()), float(pixels.max())
+            scaled = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0
+            image = Image.fromarray(scaled.round().astype(np.uint8))
+        return self.transform(image)
+
+
+def default_workers() -> int:
+    """Decode workers for ``embed_stream``: one core is left to the model (and main loop)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus - 1))
+
+
+class Encoder:
+    """A loaded model, its preprocessing and its ``SpaceSpec``. Use ``load_encoder``."""
+
+    def __init__(self, model: Any, preprocess: Preprocess, spec: SpaceSpec, device: str,
+                 tokenizer_arch: str) -> None:
+        self.model = model
+        self.preprocess = preprocess
+        self.spec = spec
+        self.device = device
+        self._tokenizer_arch = tokenizer_arch
+        self._tokenizer: Any = None
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.spec.name!r}, dim={self.spec.dim}, device={self.device!r})"
+
+    def encode_images(self, batch: Any) -> np.ndarray:
+        """Embed a preprocessed batch ``(n, 3, H, W)``: float32 ``(n, dim)``, unit L2 norm."""
+        import torch
+
+        if batch.ndim != 4:
+            raise InputError(f"expected a batch of shape (n, 3, H, W), got {tuple(batch.shape)}")
+        with torch.inference_mode():
+            x = batch.to(self.device, non_blocking=True)
+            features = self.model.encode_image(x, normalize=True)
+            return features.float().cpu().numpy()
+
+    def encode_pil(self, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        """Embed PIL images in the calling process (queries, small sets)."""
+        import torch
+
+        out = [self.encode_images(torch.stack([self.preprocess(im) for im in chunk]))
+               for chunk in _chunks(list(images), batch_size)]
+        return np.concatenate(out) if out else np.empty((0, self.spec.dim), np.float32)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts with the model's own tokenizer: float32 ``(n, dim)``, unit L2 norm."""
+        import torch
+
+        if isinstance(texts, str):
+            raise InputError("encode_text takes a list of strings, not one string")
+        if self._tokenizer is None:
+            import open_clip
+
+            try:
+                self._tokenizer = open_clip.get_tokenizer(self._tokenizer_arch)
+            except Exception as exc:
+                raise ModelError(f"cannot load the tokenizer of {self.spec.name} "
+                                 f"({type(exc).__name__}: {exc}): {_p.FIX_HINT}") from exc
+        if not texts:
+            return np.empty((0, self.spec.dim), np.float32)
+        with torch.inference_mode():
+            tokens = self._tokenizer(list(texts)).to(self.device)
+            return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
+
+    def embed_stream(
+        self,
+        items: Iterable[T],
+        load: Callable[[T], Any],
+        *,
+        batch_size: int = 64,
+        workers: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        with_extra: bool = False,
+    ) -> Iterator[tuple[list[Any], np.ndarray, list[tuple[T, str]]]]:
+        """Decode + preprocess in worker processes, embed here; batches in input order.
+
+        With ``with_extra=True``, ``load`` returns ``(image, extra)`` and ``ok_items``
+        holds ``(item, extra)`` pairs: what the worker measured while it had the
+        pixels (hashes, quality statistics) comes back without decoding twice.
+
+        Yields ``(ok_items, vectors, failed)`` per batch: ``vectors[i]`` belongs
+        to ``ok_items[i]``; ``failed`` lists ``(item, one-line reason)`` for items
+        whose ``load`` or preprocessing raised (InputError, PIL errors, ...).
+        A bad item never stops the stream. ``load`` must be picklable (a
+        module-level function) when ``workers > 0``. ``items`` is materialised
+        as a list (workers index into it; items should be small, e.g. rows).
+        ``progress`` is called with the number of items finished per batch.
+
+        Workers assemble whole batches, so one tensor per batch crosses process
+        boundaries, and DataLoader keeps ``prefetch_factor`` batches per worker
+        ready so the model never waits on decoding.
+        """
+        from torch.utils.data import DataLoader
+
+        items = list(items)
+        if not items:
+            return
+        workers = default_workers() if workers is None else workers
+        if workers < 0 or batch_size < 1:
+            raise InputError(f"need workers >= 0 and batch_size >= 1, got {workers}, {batch_size}")
+        loader = DataLoader(
+            _StreamDataset(items, load, self.preprocess, with_extra),  # type: ignore[arg-type]
+            batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
+            pin_memory=self.device.startswith("cuda"),
+            prefetch_factor=4 if workers else None,
+            worker_init_fn=_yield_to_model if self.device == "cpu" else None,
+        )
+        for ok_idx, batch, failed_idx, extras in loader:
+            vectors = (self.encode_images(batch) if batch is not None
+                       else np.empty((0, self.spec.dim), np.float32))
+            failed = [(items[i], reason) for i, reason in failed_idx]
+            for item, reason in failed:
+                logger.debug("cannot embed %r: %s", item, reason)
+            if progress is not None:
+                progress(len(ok_idx) + len(failed))
+            ok = [items[i] for i in ok_idx]
+            yield (list(zip(ok, extras, strict=True)) if with_extra else ok), vectors, failed
+
+
+def _yield_to_model(worker_id: int) -> None:
+    """On a CPU-only machine, decode workers run at lower priority than the model.
+
+    torch's intra-op threads wait for each other at the end of every op, so a
+    decode worker that pre-empts one of them stalls them all. Decoding needs a
+    few percent of the CPU and DataLoader keeps batches prefetched, so workers
+    can run in the gaps. Not done on GPU hosts, where the CPU is the workers'.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # no os.nice on Windows
+        os.nice(_WORKER_NICENESS)
+
+
+class _StreamDataset:
+    """Map-style dataset (no torch import needed): index → (index, tensor | None, reason)."""
+
+    def __init__(self, items: list[Any], load: Callable[[Any], Any],
+                 preprocess: Preprocess, with_extra: bool = False) -> None:
+        self.items, self.load, self.preprocess = items, load, preprocess
+        self.with_extra = with_extra
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None, Any]:
+        try:
+            loaded = self.load(self.items[index])
+            image, extra = loaded if self.with_extra else (loaded, None)
+            return index, self.preprocess(image), None, extra
+        except Exception as exc:  # one bad image must not stop the batch
+            return index, None, _p.one_line(exc), None
+
+
+def _collate(samples: list[tuple[int, Any, str | None, Any]]) -> tuple[list[int], Any, list, list]:
+    import torch
+
+    ok = [(i, t, x) for i, t, err, x in samples if err is None]
+    failed = [(i, err) for i, _, err, _ in samples if err is not None]
+    batch = torch.stack([t for _, t, _ in ok]) if ok else None
+    return [i for i, _, _ in ok], batch, failed, [x for _, _, x in ok]
+
+
+def _chunks(seq: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def load_encoder(
+    model: str | None = None,
+    *,
+    pretrained: str | None = None,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    allow_random_weights: bool = False,
+) -> Encoder:
+    """Load an encoder (see the module docstring for what ``model`` may be).
+
+    ``model`` and ``device`` default to the ``model`` / ``device`` settings
+    (``CASEBASE_MODEL``, ``CASEBASE_DEVICE``); the device then defaults to
+    ``cuda`` when torch sees a GPU, else ``cpu``. ``allow_random_weights``
+    lets an open_clip architecture without ``pretrained`` run with seeded
+    random weights: for timing benchmarks only, never a default.
+    """
+    try:
+        import open_clip
+        import torch
+    except ImportError as exc:
+        raise ModelError(f"embedding needs torch and open_clip ({exc.name} is missing): "
+                         f"{_p.EMBED_EXTRA_HINT}") from exc
+    if (model is None and checkpoint is None) or device is None:
+        from casebase.config import load_settings
+
+        settings = load_settings()
+        model = settings.model if model is None and checkpoint is None else model
+        device = device or settings.device
+    device = _resolve_device(torch, device)
+
+    if checkpoint is not None:
+        if model is not None:
+            raise ModelError("pass either a model or a checkpoint, not both")
+        net, spec, arch = _p.build_from_checkpoint(open_clip, Path(checkpoint))
+    else:
+        assert model is not None
+        net, spec, arch = _p.build_named(open_clip, model, pretrained, allow_random_weights)
+
+    net = net.to(device).eval()
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    pp = net.visual.preprocess_cfg
+    transform = image_transform_v2(
+        PreprocessCfg(**{k: pp[k] for k in PreprocessCfg.__dataclass_fields__ if k in pp}),
+        is_train=False)
+    spec = SpaceSpec(name=spec["name"], model_name=spec["model_name"],
+                     pretrained=spec["pretrained"], checkpoint_sha256=spec["sha256"],
+                     dim=_embed_dim(net), image_size=_p.image_size(pp["size"]),
+                     preprocess=_describe(pp))
+    logger.info("loaded %s (%s, dim %d) on %s", spec.name, spec.preprocess, spec.dim, device)
+    return Encoder(net, Preprocess(transform), spec, device, arch)
+
+
+def _resolve_device(torch: Any, device: str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"invalid torch device {device!r}: {exc}") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU: "
+                          "use --device cpu")
+    return device
+
+
+def _embed_dim(net: Any) -> int:
+    dim = getattr(net.visual, "output_dim", None) or getattr(net, "embed_dim", None)
+    if dim is None:
+        import torch
+
+        with torch.inference_mode():
+            size = _p.image_size(net.visual.preprocess_cfg["size"])
+            dim = net.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
+    return int(dim)
+
+
+def _describe(pp: dict[str, Any]) -> str:
+    """A short, stable description of the preprocessing (part of the space's identity)."""
+    size = pp["size"] if isinstance(pp["size"], int) else "x".join(map(str, pp["size"]))
+    if not isinstance(pp["size"], int) and len(set(pp["size"])) == 1:
+        size = pp["size"][0]
+    resize = {"shortest": f"resize{size}-centercrop", "squash": f"squash{size}",
+              "longest": f"longest{size}-pad"}.get(pp["resize_mode"], f"{pp['resize_mode']}{size}")
+    key = (tuple(round(v, 8) for v in pp["mean"]), tuple(round(v, 8) for v in pp["std"]))
+    norm = _NORMS.get(key) or "norm-" + hashlib.sha1(repr(key).encode()).hexdigest()[:8]
+    return f"{resize}-{pp['interpolation']}-{norm}"
