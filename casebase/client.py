@@ -153,12 +153,12 @@ class Client:
         return hits[:k]
 
     def _query_vector(self, space, *, image, vector, study_id, text):
-        import numpy as np
 
         from casebase.retrieval import encode
+        from casebase.retrieval.search import as_array
 
         if vector is not None:
-            vec = np.asarray(vector, dtype=np.float32).ravel()
+            vec = as_array(vector)
             if vec.size != space.dim:
                 raise QueryError(
                     f"the query vector has {vec.size} dimensions; space {space.name} has "
@@ -175,7 +175,7 @@ class Client:
             ).fetchone()
             if row is None:
                 raise QueryError(f"unknown study id {study_id!r} (or no image in {space.name})")
-            return np.asarray(row[0], dtype=np.float32)
+            return as_array(row[0])
         return encode.text_vector(space, text, self.settings.device)
 
     def _patient_keys(self, study_ids: Sequence[str]) -> dict[str, str | None]:

@@ -27,6 +27,8 @@ _COLUMNS = (
     "space_id, name, model_name, pretrained, checkpoint_sha256, dim, image_size, preprocess, "
     "fusion, is_default, checkpoint_path"
 )
+# Readers go through the view so that analyst logins (no table rights) can use them.
+_VIEW_COLUMNS = _COLUMNS.replace("name,", "space,", 1)
 
 
 def _space(row) -> Space:
@@ -34,7 +36,7 @@ def _space(row) -> Space:
 
 
 def list_spaces(conn) -> list[Space]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM casebase.embedding_space ORDER BY space_id")
+    rows = conn.execute(f"SELECT {_VIEW_COLUMNS} FROM casebase.spaces ORDER BY space_id")
     return [_space(r) for r in rows.fetchall()]
 
 
@@ -42,7 +44,7 @@ def get_space(conn, name: str | None = None) -> Space:
     """The named space, or the default one (the only one if there is just one)."""
     if name is not None:
         row = conn.execute(
-            f"SELECT {_COLUMNS} FROM casebase.embedding_space WHERE name = %s", (name,)
+            f"SELECT {_VIEW_COLUMNS} FROM casebase.spaces WHERE space = %s", (name,)
         ).fetchone()
         if row is None:
             known = ", ".join(s.name for s in list_spaces(conn)) or "none yet: ingest a batch"
@@ -145,3 +147,26 @@ def leaf_partitions(conn, space: Space) -> list[tuple[str, str]]:
         modality = bound.split("'")[1] if "'" in bound else bound
         out.append((modality, table))
     return out
+
+
+def _leaf_name(space: Space, modality: str) -> str:
+    return f"embedding_s{space.space_id}_{modality.lower()}"
+
+
+def drop_vector_index(conn, space: Space, modality: str) -> None:
+    """Drop a leaf's HNSW index before a bulk back-fill (building once is much faster
+    than inserting 1M vectors into a live graph). Needs the table owner's rights."""
+    leaf = _leaf_name(space, modality)
+    conn.execute(f'DROP INDEX IF EXISTS casebase."{leaf}_hnsw"')
+
+
+def create_vector_index(
+    conn, space: Space, modality: str, *, m: int = 16, ef_construction: int = 64
+) -> None:
+    """(Re)build a leaf's HNSW index, e.g. after a bulk back-fill."""
+    leaf = _leaf_name(space, modality)
+    conn.execute(
+        f'CREATE INDEX IF NOT EXISTS "{leaf}_hnsw" ON casebase."{leaf}" '
+        f"USING hnsw ((vec::vector({int(space.dim)})) vector_cosine_ops) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+    )

@@ -88,6 +88,17 @@ def begin_batch(conn, name: str, source: str, space: Space) -> None:
             f"batch {name!r} was loaded into space {row[1]!r}, not {space.name!r}: "
             "use the same model, or another batch name"
         )
+    # A batch first recorded by a run whose manifest could not be read has no space yet,
+    # and a reject saying the manifest is unreadable: the manifest reads now, so both go.
+    conn.execute(
+        "UPDATE casebase.ingest_batch SET space_id = %s WHERE name = %s AND space_id IS NULL",
+        (space.space_id, name),
+    )
+    conn.execute(
+        "DELETE FROM casebase.ingest_reject "
+        "WHERE batch = %s AND source = %s AND row_ref = 'manifest'",
+        (name, source),
+    )
 
 
 def existing_studies(conn, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:

@@ -58,6 +58,13 @@ def _named(args: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
     return ", ".join(parts), params
 
 
+def as_array(vector) -> np.ndarray:
+    """A float32 array from a list, an array, or pgvector's ``Vector``."""
+    if hasattr(vector, "to_numpy"):
+        vector = vector.to_numpy()
+    return np.asarray(vector, dtype=np.float32).ravel()
+
+
 def _hits(rows) -> list[Hit]:
     return [
         Hit(
@@ -110,7 +117,7 @@ def search_vector(
     exclude_study: str | None = None,
     timeout_ms: int = 30000,
 ) -> list[Hit]:
-    vec = np.asarray(vector, dtype=np.float32).ravel()
+    vec = as_array(vector)
     if vec.size == 0 or not np.all(np.isfinite(vec)):
         raise QueryError("the query vector is empty or has NaN/inf values")
     args = [
@@ -177,7 +184,7 @@ def search_hybrid(
     named, params = _named(args)
     from pgvector import Vector
 
-    vec = None if vector is None else Vector(np.asarray(vector, dtype=np.float32).ravel())
+    vec = None if vector is None else Vector(as_array(vector))
     sql = (
         f"SELECT {_COLUMNS} FROM casebase.hybrid_search(%s::vector, %s, %s"
         + (f", {named}" if named else "")
@@ -188,10 +195,10 @@ def search_hybrid(
 
 def study_vectors(conn, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
     rows = conn.execute(
-        "SELECT image_pk, vec FROM casebase.embedding WHERE image_pk = ANY(%s)",
+        "SELECT image_id, vec FROM casebase.embeddings WHERE image_id = ANY(%s)",
         (list(image_ids),),
     ).fetchall()
-    return {r[0]: np.asarray(r[1], dtype=np.float32) for r in rows}
+    return {r[0]: as_array(r[1]) for r in rows}
 
 
 def diversify(
