@@ -132,6 +132,12 @@ class Encoder:
     def __repr__(self) -> str:
         return f"Encoder({self.spec.name!r}, dim={self.spec.dim}, device={self.device!r})"
 
+    @property
+    def arch(self) -> str:
+        """The open_clip architecture (registered config) of the model: `casebase train`
+        writes its config into the checkpoint and tokenizes with it."""
+        return self._tokenizer_arch
+
     def encode_images(self, batch: Any) -> np.ndarray:
         """Embed a preprocessed batch ``(n, 3, H, W)``: float32 ``(n, dim)``, unit L2 norm."""
         import torch

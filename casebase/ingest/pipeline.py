@@ -236,9 +236,10 @@ class _BatchRun:
                     continue
                 try:
                     hashes = [sha256_file(img.path) for img in study.images]
-                except (InputError, OSError):
-                    hashes = []
-                if hashes and content_sha256(study, hashes) == prior.content_sha256:
+                except (InputError, OSError) as exc:
+                    self._reject_study(study, {}, str(exc))
+                    continue
+                if content_sha256(study, hashes) == prior.content_sha256:
                     self.skipped += 1
                     self.counts[study.modality]["skipped"] += 1
                     continue

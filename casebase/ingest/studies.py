@@ -127,6 +127,11 @@ def plan_rows(rows: list[SourceRow]) -> Plan:
             vals = _study_values(row)
         except InputError as exc:
             rejects.append(Reject(row.source, row.row_ref, study_id, str(exc)))
+            # A study loads whole or not at all: its other rows, before and after, go too.
+            bad_studies[study_id] = "not loaded: another row of this study was rejected"
+            dropped = studies.pop(study_id, None)
+            for img in dropped.images if dropped else []:
+                rejects.append(Reject(img.source, img.row_ref, study_id, bad_studies[study_id]))
             continue
         key = (study_id, image_path)
         if key in seen_images:
