@@ -108,8 +108,14 @@ def plan_source(source: Path, options: IngestOptions) -> Plan:
     return plan_rows(rows)
 
 
-def ingest(source: str | Path, options: IngestOptions, *, url: str | None = None) -> IngestSummary:
-    """Load one batch (or one shard of it). Raises only when the batch cannot run."""
+def ingest(
+    source: str | Path, options: IngestOptions, *, url: str | None = None, encoder=None
+) -> IngestSummary:
+    """Load one batch (or one shard of it). Raises only when the batch cannot run.
+
+    ``encoder`` lets a caller pass an already loaded ``Encoder`` (benchmarks, a
+    long-running worker); otherwise the options name the model to load.
+    """
     from casebase.db import migrate
     from casebase.db import spaces as db_spaces
     from casebase.db.connection import checked_url, connect
@@ -127,7 +133,7 @@ def ingest(source: str | Path, options: IngestOptions, *, url: str | None = None
             raise
         from casebase.embedding import load_encoder
 
-        encoder = load_encoder(
+        encoder = encoder or load_encoder(
             options.model,
             pretrained=options.pretrained,
             checkpoint=options.checkpoint,

@@ -118,7 +118,10 @@ def load_set(
     batch: str = "synthetic",
     chunk: int = 5000,
     progress=None,
+    defer_index: bool = False,
 ) -> load.Space:
+    """Load ``data``; with ``defer_index`` the HNSW indexes are dropped first (a
+    back-fill): the caller rebuilds them with ``spaces.create_vector_index``."""
     from casebase.db import spaces as db_spaces
 
     with conn.transaction():
@@ -127,6 +130,10 @@ def load_set(
         )
         load.begin_batch(conn, batch, "synthetic", space)
         salt = load.patient_salt(conn)
+        if defer_index:
+            for modality in sorted(set(data.modality)):
+                db_spaces.ensure_partition(conn, space, modality)
+                db_spaces.drop_vector_index(conn, space, modality)
     n = len(data.study_ids)
     for start in range(0, n, chunk):
         studies = [prepared(data, i, salt) for i in range(start, min(n, start + chunk))]

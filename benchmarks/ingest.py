@@ -1,0 +1,208 @@
+"""Ingest benchmark: does the pipeline keep the model busy, and how fast is COPY?
+
+On the same N images it times
+
+- **model only**: tensors decoded and preprocessed beforehand, fed straight to
+  ``Encoder.encode_images`` (the ceiling);
+- **stream**: file → decode → preprocess in DataLoader workers → embed, via
+  ``Encoder.embed_stream``, worker start-up included;
+- **casebase ingest**: the whole pipeline of ``casebase ingest`` on a manifest of
+  the same images (read → validate → hash, decode, quality stats in workers →
+  embed → sanitise + label reports → binary COPY, one transaction per chunk)
+  into a fresh database;
+
+and prints images/s and each ratio to model only (target: ≥ 0.9). Then it
+times the COPY stage alone: ``--copy-rows`` synthetic studies with one
+``--copy-dim`` vector each, through the loader's binary COPY (rows/s).
+It runs ``tiny-random`` and a ViT-B-32 with random weights (the architecture of
+``clip-vit-b-32``, for timing only: its vectors mean nothing, which is why it
+needs ``allow_random_weights=True``).
+
+    python benchmarks/ingest.py --images ../shared/data/covid_cxr/images
+
+Threads: the model's intra-op threads and the decode workers share the cores.
+By default torch keeps one thread per core and ``embed_stream`` uses
+``cpu_count - 1`` workers (at least 1); ``--threads`` / ``--workers`` override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from casebase.embedding import Encoder, default_workers, load_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+MODELS = {  # --models key: (label printed, loader)
+    "tiny-random": ("tiny-random", lambda: load_encoder("tiny-random", device="cpu")),
+    "vit-b-32-random": ("ViT-B-32 (random weights, timing only)", lambda: load_encoder(
+        "ViT-B-32", pretrained=None, allow_random_weights=True, device="cpu")),
+}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def load_image(path: Path) -> Image.Image:
+    """Module-level, so DataLoader workers can use it (what ingest will supply)."""
+    return Image.open(path)
+
+
+def model_only(encoder: Encoder, tensors: torch.Tensor, batch_size: int) -> float:
+    encoder.encode_images(tensors[:batch_size])  # warm-up (allocations, kernels)
+    start = time.perf_counter()
+    for i in range(0, len(tensors), batch_size):
+        encoder.encode_images(tensors[i:i + batch_size])
+    return len(tensors) / (time.perf_counter() - start)
+
+
+def pipeline(encoder: Encoder, paths: list[Path], batch_size: int, workers: int) -> float:
+    start = time.perf_counter()
+    done = 0
+    for ok, vectors, failed in encoder.embed_stream(paths, load_image, batch_size=batch_size,
+                                                    workers=workers):
+        assert len(ok) == len(vectors), failed
+        done += len(ok) + len(failed)
+    assert done == len(paths)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def fresh_database(name: str) -> str:
+    """A new, migrated database on the configured or embedded server."""
+    import psycopg
+
+    from casebase.db import migrate
+    from casebase.db.connection import checked_url
+
+    url = checked_url()
+    admin = url.replace("/casebase?", "/postgres?")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = url.replace("/casebase?", f"/{name}?")
+    migrate.upgrade(url)
+    return url
+
+
+def whole_ingest(encoder: Encoder, paths: list[Path], batch_size: int, workers: int,
+                 tmp: Path) -> float:
+    """images/s of casebase's own ingest (reports included) into a fresh database."""
+    import csv
+
+    from casebase.ingest.pipeline import IngestOptions, ingest
+
+    manifest = tmp / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["study_id", "image_path", "modality", "body_part", "report"])
+        for i, p in enumerate(paths):
+            w.writerow([f"B{i:06d}", str(p), "CR", "CHEST",
+                        "FINDINGS: Small left pleural effusion. No pneumothorax.\n"
+                        "IMPRESSION: Possible left lower lobe pneumonia."])
+    url = fresh_database("bench_ingest")
+    options = IngestOptions(batch="bench", batch_size=batch_size, workers=workers,
+                            progress=False)
+    start = time.perf_counter()
+    summary = ingest(manifest, options, url=url, encoder=encoder)
+    seconds = time.perf_counter() - start
+    assert summary.loaded == len(paths), summary
+    return len(paths) / seconds
+
+
+def copy_stage(rows: int, dim: int, *, defer_index: bool) -> tuple[float, float]:
+    """rows/s of the binary COPY of whole studies (study, image, embedding rows), and
+    the seconds of the HNSW build afterwards when the index was deferred."""
+    from casebase.db import spaces
+    from casebase.db.connection import connect
+    from casebase.ingest.synthetic import load_set, make_set
+
+    data = make_set(rows, dim, seed=0, modalities=("CXR",))
+    url = fresh_database("bench_copy")
+    with connect(url) as conn:
+        start = time.perf_counter()
+        space = load_set(conn, data, chunk=10_000, defer_index=defer_index)
+        seconds = time.perf_counter() - start
+        n = conn.execute("SELECT count(*) FROM casebase.embedding").fetchone()[0]
+        assert n == rows and space.dim == dim
+        build = 0.0
+        if defer_index:
+            conn.execute("SET maintenance_work_mem = '2GB'")
+            start = time.perf_counter()
+            spaces.create_vector_index(conn, space, "CXR")
+            conn.commit()
+            build = time.perf_counter() - start
+    return rows / seconds, build
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path,
+                        default=REPO.parent / "shared" / "data" / "covid_cxr" / "images")
+    parser.add_argument("-n", type=int, default=512, help="number of images (default 512)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"decode workers (default here: {default_workers()})")
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"torch intra-op threads (default here: {torch.get_num_threads()})")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="alternate the two measurements this many times, keep the best "
+                             "of each (for shared, noisy machines)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated subset of: " + ", ".join(MODELS))
+    parser.add_argument("--copy-rows", type=int, default=100_000)
+    parser.add_argument("--copy-dim", type=int, default=512)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # random-weight warnings are expected here
+
+    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        parser.error(f"no images in {args.images}")
+    paths = (paths * (args.n // len(paths) + 1))[: args.n]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    workers = default_workers() if args.workers is None else args.workers
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"{len(paths)} images from {args.images}, batch {args.batch_size}, {cpus} CPU cores, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+          f"{workers} decode workers")
+    rows = []
+    for key in args.models.split(","):
+        if key.strip() not in MODELS:
+            parser.error(f"unknown model {key!r}: choose from {', '.join(MODELS)}")
+        label, load = MODELS[key.strip()]
+        encoder = load()
+        tensors = torch.stack([encoder.preprocess(load_image(p)) for p in paths])
+        alone = piped = whole = 0.0
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(args.repeat):
+                alone = max(alone, model_only(encoder, tensors, args.batch_size))
+                piped = max(piped, pipeline(encoder, paths, args.batch_size, workers))
+                whole = max(whole, whole_ingest(encoder, paths, args.batch_size, workers,
+                                                Path(tmp)))
+        rows.append((label, alone, piped, whole))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'model':<{width}}  {'model only':>10}  {'stream':>8}  {'ratio':>5}  "
+          f"{'casebase ingest':>15}  {'ratio':>5}   (images/s)")
+    for label, alone, piped, whole in rows:
+        print(f"{label:<{width}}  {alone:>10.1f}  {piped:>8.1f}  {piped / alone:>5.2f}  "
+              f"{whole:>15.1f}  {whole / alone:>5.2f}")
+    print(f"COPY stage alone: {args.copy_rows} studies x 1 vector of {args.copy_dim} dims "
+          "(binary COPY of study + image + embedding rows)")
+    live, _ = copy_stage(args.copy_rows, args.copy_dim, defer_index=False)
+    print(f"  HNSW index live (monthly batch):       {live:>10,.0f} rows/s")
+    deferred, build = copy_stage(args.copy_rows, args.copy_dim, defer_index=True)
+    overall = args.copy_rows / (args.copy_rows / deferred + build)
+    print(f"  index dropped, built after (backfill): {deferred:>10,.0f} rows/s, then "
+          f"{build:.1f} s to build HNSW ({overall:,.0f} rows/s overall)")
+
+
+if __name__ == "__main__":
+    main()
