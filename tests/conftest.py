@@ -76,3 +76,27 @@ def use_db(db_url: str, monkeypatch) -> str:
 def shared_data() -> Path:
     assert SHARED_DATA.is_dir(), f"test data missing: {SHARED_DATA} (see ../shared/data/README.md)"
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cohort_url(server_url: str, tmp_path_factory) -> Iterator[str]:
+    """A database holding a small generated cohort (60 chest, 20 knee, with reports)."""
+    from casebase.cohort import generate
+    from casebase.ingest.pipeline import IngestOptions, ingest
+
+    url = make_database(server_url, "t_cohort")
+    manifest = generate(tmp_path_factory.mktemp("cohort"), n_chest=60, n_knee=20, seed=3)
+    options = IngestOptions(batch="cohort", model="tiny-random", workers=0, progress=False)
+    summary = ingest(manifest, options, url=url)
+    assert summary.loaded == 80 and summary.rejected == 0, summary
+    yield url
+    drop_database(server_url, "t_cohort")
+
+
+@pytest.fixture(scope="session")
+def cohort_manifest(cohort_url: str) -> Path:
+    from casebase.db.connection import connect
+
+    with connect(cohort_url) as conn:
+        uri = conn.execute("SELECT uri FROM casebase.images LIMIT 1").fetchone()[0]
+    return Path(uri).parent.parent / "manifest.csv"

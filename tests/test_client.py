@@ -12,23 +12,24 @@ import psycopg
 import pytest
 
 import casebase
-from casebase.cohort import generate
 from casebase.db.connection import connect
-from casebase.ingest.pipeline import IngestOptions, ingest
 from casebase.synthesis.brief import Brief
 
 
-@pytest.fixture(scope="module")
-def cohort(db_url, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cohort")
-    manifest = generate(out, n_chest=60, n_knee=20, seed=3)
-    summary = ingest(
-        manifest,
-        IngestOptions(batch="cohort", model="tiny-random", workers=0, progress=False),
-        url=db_url,
-    )
-    assert summary.loaded == 80 and summary.rejected == 0
-    return manifest
+@pytest.fixture()
+def cohort(cohort_manifest) -> Path:
+    return cohort_manifest
+
+
+@pytest.fixture()
+def db_url(cohort_url) -> str:
+    return cohort_url
+
+
+@pytest.fixture()
+def use_db(cohort_url, monkeypatch) -> str:
+    monkeypatch.setenv("DATABASE_URL", cohort_url)
+    return cohort_url
 
 
 @pytest.fixture()
