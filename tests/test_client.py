@@ -200,3 +200,17 @@ def test_eval_by_label_and_by_findings(client):
         client.evaluate(label="nope", ks=(5,), queries=5, modality="CXR")
     with pytest.raises(QueryError, match="needs more than that"):
         client.evaluate(ks=(500,), queries=5, modality="KXR")
+
+
+def test_attribute_filter(client):
+    from casebase.retrieval.filters import Filters
+
+    hits = client.search(
+        study_id="DEMO-C0001", k=5, filters=Filters(attributes={"label": "normal"})
+    )
+    labels = client.conn.execute(
+        "SELECT attributes ->> 'label' FROM casebase.studies WHERE study_id = ANY(%s)",
+        ([h.study_id for h in hits],),
+    ).fetchall()
+    assert hits and {r[0] for r in labels} == {"normal"}
+    assert {h.extra["route"] for h in hits} == {"exact-filtered"}

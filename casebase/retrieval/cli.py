@@ -25,6 +25,13 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="date_to", help="study date to (YYYY-MM-DD)")
     p.add_argument("--batch", action="append", dest="batches", help="only these batches")
     p.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only studies whose manifest attribute KEY equals VALUE (exact scan)",
+    )
+    p.add_argument(
         "--include-same-patient",
         action="store_true",
         help="also return the query patient's other studies",
@@ -55,8 +62,21 @@ def filters_from_args(args: argparse.Namespace):
         date_from=parse_date(args.date_from),
         date_to=parse_date(args.date_to),
         batches=tuple(args.batches) if args.batches else None,
+        attributes=_attributes(args.attr) or None,
         exclude_same_patient=not args.include_same_patient,
     )
+
+
+def _attributes(pairs: list[str]) -> dict[str, str]:
+    from casebase.errors import QueryError
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise QueryError(f"--attr {pair!r} is not KEY=VALUE")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
 
 
 def run_search(client, args: argparse.Namespace) -> list[Hit]:
@@ -73,10 +93,15 @@ def run_search(client, args: argparse.Namespace) -> list[Hit]:
     )
 
 
+def _dist(d: float) -> str:
+    """Distances of an untrained model can all be below 0.001: keep them apart."""
+    return f"{d:.4f}" if d >= 0.001 or d == 0 else f"{d:.1e}"
+
+
 def render_table(hits: list[Hit]) -> str:
     if not hits:
         return "no study matches these filters"
-    head = f"{'#':>3}  {'study':<24} {'dist':>6}  {'mod':<4} {'sex':<3} {'age':>5}  {'view':<9} "
+    head = f"{'#':>3}  {'study':<24} {'dist':>8}  {'mod':<4} {'sex':<3} {'age':>5}  {'view':<9} "
     head += f"{'flags':<20} impression"
     lines = [head, "-" * len(head)]
     for h in hits:
@@ -85,7 +110,7 @@ def render_table(hits: list[Hit]) -> str:
         imp = imp if len(imp) <= 60 else imp[:59] + "…"
         via = "" if h.sources == ("image",) else f" [{'+'.join(h.sources)}]"
         lines.append(
-            f"{h.rank:>3}  {h.study_id[:24]:<24} {h.distance:>6.3f}  {h.modality:<4} "
+            f"{h.rank:>3}  {h.study_id[:24]:<24} {_dist(h.distance):>8}  {h.modality:<4} "
             f"{h.sex or '-':<3} {age:>5}  {(h.view or '-')[:9]:<9} "
             f"{','.join(h.flags)[:20]:<20} {imp}{via}"
         )
