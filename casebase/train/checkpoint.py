@@ -1,0 +1,241 @@
+"""What `casebase train` writes: the model checkpoint and the resumable training state.
+
+Two files per run directory, with different jobs:
+
+- ``model.pt`` + ``model.json``: the best model so far, in the format
+  ``casebase.embedding`` loads (``load_encoder(checkpoint=...)``): the state dict
+  and its config (architecture, image size, preprocessing, sha256), plus the
+  training provenance (base, text source, held-out P@k history). This is what
+  ``casebase spaces add --checkpoint`` registers.
+- ``last.pt``: the state after the last *completed* epoch (model, optimizer,
+  the loss head, RNG, history, early-stopping counters). A re-run with the same
+  ``--out`` resumes from it. It is a training artefact, never an embedding space.
+
+Every file is written to a temporary name in the same directory, flushed to
+disk and renamed over the old one (``os.replace`` is atomic on POSIX), so a run
+killed at any moment leaves either the old file or the new one, never half of
+one. ``model.pt`` is replaced before ``model.json``: a crash between the two
+leaves a pair whose sha256 disagrees, which loading reports as an error (a
+re-run rewrites both); it never loads the wrong weights silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from casebase.embedding_presets import sha256_of
+from casebase.errors import CasebaseError, InputError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+STATE_FILE = "last.pt"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to rebuild the trained architecture: the ``model_cfg`` half of ``model.json``."""
+
+    model_cfg: dict[str, Any]
+    image_size: int
+    quick_gelu: bool
+    preprocess_cfg: dict[str, Any]
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via ``write(fileobj)`` to a temporary sibling, fsync, rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_checkpoint(
+    out: Path, model: Any, config: ModelConfig, provenance: dict[str, Any]
+) -> tuple[Path, str]:
+    """Write ``out/model.pt`` and ``out/model.json``; return the .pt path and its sha256."""
+    import torch
+
+    weights = out / MODEL_FILE
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(weights, lambda fh: torch.save(state, fh))
+    sha = sha256_of(weights)
+    document = {
+        "model_cfg": config.model_cfg,
+        "image_size": config.image_size,
+        "quick_gelu": config.quick_gelu,
+        "preprocess_cfg": config.preprocess_cfg,
+        **provenance,
+        "sha256": sha,
+    }
+    text = json.dumps(document, indent=2, sort_keys=False, default=str).encode()
+    _atomic_write(weights.with_suffix(".json"), lambda fh: fh.write(text))
+    log.info("checkpoint written: %s (sha256 %s…)", weights, sha[:12])
+    return weights, sha
+
+
+def save_state(out: Path, state: dict[str, Any]) -> None:
+    """Write the resumable training state ``out/last.pt`` atomically."""
+    import torch
+
+    _atomic_write(out / STATE_FILE, lambda fh: torch.save(state, fh))
+
+
+def load_state(out: Path) -> dict[str, Any] | None:
+    """The saved training state of ``out``, or None for a fresh run directory.
+
+    Loaded with ``weights_only=True``: the state holds tensors and plain Python
+    values only, so a tampered file cannot run code.
+    """
+    import torch
+
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CasebaseError(
+            f"cannot read the training state {path} ({type(exc).__name__}): delete it to "
+            "start over, or use another --out"
+        ) from exc
+
+
+def check_resumable(out: Path, saved: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """A run directory resumes only the run it was started for (same data, base, seed)."""
+    have = saved.get("fingerprint", {})
+    diff = sorted(k for k in set(have) | set(fingerprint) if have.get(k) != fingerprint.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {have.get(k)!r} → {fingerprint.get(k)!r}" for k in diff)
+        raise InputError(
+            f"{out} holds a training run with other settings ({details}): use another --out, "
+            f"or delete {out / STATE_FILE} to start over"
+        )
+
+
+def write_config(out: Path, config: ModelConfig, provenance: dict[str, Any], sha: str) -> None:
+    """Rewrite ``model.json`` with newer provenance (e.g. the full P@k history); the
+    weights and their sha256 are unchanged."""
+    document = {
+        "model_cfg": config.model_cfg,
+        "image_size": config.image_size,
+        "quick_gelu": config.quick_gelu,
+        "preprocess_cfg": config.preprocess_cfg,
+        **provenance,
+        "sha256": sha,
+    }
+    text = json.dumps(document, indent=2, default=str).encode()
+    _atomic_write((out / MODEL_FILE).with_suffix(".json"), lambda fh: fh.write(text))
+
+
+# --- the model training starts from ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Base:
+    """The model training starts from, built but not yet trained."""
+
+    model: Any  # an open_clip CLIP model, on CPU
+    arch: str  # its registered open_clip architecture (for the tokenizer)
+    name: str  # provenance: a preset, a checkpoint path, a config file
+    random_init: bool  # True when no pretrained weights were loaded
+    config: ModelConfig
+
+
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
+
+
+def model_config(model: Any, arch: str) -> ModelConfig:
+    """What ``model.json`` needs to rebuild ``model`` without open_clip's registry entry."""
+    import copy
+
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    from casebase.embedding_presets import image_size
+
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise CasebaseError(f"open_clip has no config for architecture {arch!r}")
+    pp = model.visual.preprocess_cfg
+    return ModelConfig(
+        model_cfg=copy.deepcopy(cfg),
+        image_size=image_size(pp["size"]),
+        quick_gelu=any(isinstance(m, QuickGELU) for m in model.modules()),
+        preprocess_cfg={k: pp[k] for k in _PREPROCESS_KEYS if k in pp},
+    )
+
+
+def load_base(base: str | None, space: Any, *, pretrained: str | None, seed: int) -> Base:
+    """Build the starting model: the space's own model (``base=None``), a preset, an
+    open_clip name (+ ``pretrained``), a ``.pt`` checkpoint, or a ``.json`` open_clip
+    model config (random initialisation, seeded — for when no weights can be had)."""
+    from casebase.embedding import PRESETS, load_encoder
+
+    if base is not None and base.endswith(".json"):
+        return _from_config_file(Path(base), seed)
+    if base is None:
+        if space.checkpoint_path:
+            base = space.checkpoint_path
+        elif space.name in PRESETS:
+            base = space.name
+        else:
+            base, pretrained = space.model_name, space.pretrained
+    if base.endswith(".pt") or Path(base).is_file():
+        encoder = load_encoder(checkpoint=base, device="cpu")
+        random_init = False
+    else:
+        encoder = load_encoder(base, pretrained=pretrained, device="cpu")
+        preset = PRESETS.get(base)
+        random_init = preset is not None and preset.random_seed is not None
+    model = encoder.model
+    return Base(model, encoder.arch, base, random_init, model_config(model, encoder.arch))
+
+
+def _from_config_file(path: Path, seed: int) -> Base:
+    import hashlib
+
+    import open_clip
+    import torch
+
+    from casebase.embedding_presets import quiet_random_init_warning, register_arch
+
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the model config {path}: {exc}") from exc
+    model_cfg = raw.get("model_cfg", raw) if isinstance(raw, dict) else None
+    if not isinstance(model_cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(
+        model_cfg
+    ):
+        raise InputError(f"{path} is not an open_clip model config (embed_dim, vision_cfg, "
+                         "text_cfg; optionally under 'model_cfg', with 'preprocess_cfg')")
+    digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
+    arch = f"casebase-train-{digest}"
+    register_arch(arch, model_cfg)
+    try:
+        with torch.random.fork_rng(devices=[]), quiet_random_init_warning():
+            torch.manual_seed(seed)
+            model = open_clip.create_model(
+                arch, pretrained=None, pretrained_text=False, pretrained_image=False,
+                device="cpu", force_preprocess_cfg=dict(raw.get("preprocess_cfg") or {}))
+    except Exception as exc:
+        raise InputError(f"open_clip cannot build the model in {path} "
+                         f"({type(exc).__name__}: {exc})") from exc
+    return Base(model, arch, str(path), True, model_config(model, arch))
