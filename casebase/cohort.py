@@ -125,6 +125,32 @@ def _knee(rng: np.random.Generator, findings: set[str]) -> np.ndarray:
     return img
 
 
+def _acquisition(rng: np.random.Generator, pixels: np.ndarray) -> np.ndarray:
+    """Exposure, contrast and noise vary from film to film, as they do between machines,
+    so that what separates cases is the finding, not how the film was taken."""
+    gain = rng.uniform(0.65, 1.25)
+    gamma = rng.uniform(0.7, 1.4)
+    offset = rng.uniform(-0.08, 0.12)
+    noisy = np.clip(pixels, 0, 1) ** gamma * gain + offset
+    noisy += rng.uniform(0.01, 0.07) * rng.normal(size=pixels.shape)
+    return np.clip(noisy, 0, 1)
+
+
+def _position(rng: np.random.Generator, image):
+    """Patients are not centred the same way: a small rotation, shift and zoom."""
+    from PIL import Image
+
+    angle = rng.uniform(-8, 8)
+    zoom = rng.uniform(0.88, 1.12)
+    dx, dy = rng.uniform(-0.07, 0.07, size=2) * SIZE
+    size = int(SIZE * zoom)
+    moved = image.rotate(angle, resample=Image.BILINEAR, translate=(dx, dy), fillcolor=20)
+    moved = moved.resize((size, size), Image.BILINEAR)
+    canvas = Image.new("L", (SIZE, SIZE), 20)
+    canvas.paste(moved, ((SIZE - size) // 2, (SIZE - size) // 2))
+    return canvas
+
+
 def _report(
     rng: np.random.Generator, present: set[str], vocab: tuple[str, ...], hedged: set[str]
 ) -> str:
@@ -167,9 +193,10 @@ def generate(out_dir: str | Path, *, n_chest: int = 400, n_knee: int = 120, seed
         sex = str(rng.choice(["F", "M"]))
         age = int(np.clip(rng.normal(62 if chest else 58, 15), 18, 95))
         pixels = _chest(rng, present, portable) if chest else _knee(rng, present)
-        pixels = np.clip(pixels + 0.02 * rng.normal(size=pixels.shape), 0, 1)
+        pixels = _acquisition(rng, pixels)
         name = f"{'cxr' if chest else 'kxr'}_{i:04d}.png"
-        Image.fromarray((pixels * 255).astype(np.uint8), mode="L").save(out / "images" / name)
+        image = Image.fromarray((pixels * 255).astype(np.uint8), mode="L")
+        _position(rng, image).save(out / "images" / name)
         cases.append(
             CohortCase(
                 study_id=f"DEMO-{'C' if chest else 'K'}{i:04d}",

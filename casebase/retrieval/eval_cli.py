@@ -13,6 +13,13 @@ def add_parser(sub) -> None:
     rel = p.add_mutually_exclusive_group()
     rel.add_argument("--label", help="relevance = same value of this manifest column")
     rel.add_argument("--findings", action="store_true", help="relevance = a shared finding")
+    p.add_argument(
+        "--match",
+        choices=["any", "exact"],
+        default="any",
+        help="with --label: relevant if any ';'-separated value is shared, or if the "
+        "label sets are equal",
+    )
     p.add_argument("-k", default="5,10,20", help="comma-separated k values (default 5,10,20)")
     p.add_argument("--queries", type=int, default=200, help="number of query studies")
     p.add_argument("--modality", help="the modality to evaluate")
@@ -44,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             modality=args.modality,
             seed=args.seed,
             exclude_same_patient=not args.include_same_patient,
+            match=args.match,
         )
     print(report.to_json() if args.json else report.render())
     return 0

@@ -104,11 +104,20 @@ def evaluate(
     queries: int = 200,
     seed: int = 0,
     exclude_same_patient: bool = True,
+    match: str = "any",
 ) -> EvalReport:
+    """``match``: a neighbour is relevant when it shares ``any`` label value with the
+    query (multi-label columns like ``a;b``), or when its label set is ``exact``ly equal."""
     from casebase.db.spaces import get_space
 
     if label and findings:
         raise QueryError("choose --label COLUMN or --findings, not both")
+    if match not in ("any", "exact"):
+        raise QueryError(f"match must be 'any' or 'exact', got {match!r}")
+
+    def relevant(a: set[str], b: set[str]) -> bool:
+        return a == b if match == "exact" else bool(a & b)
+
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] < 1:
         raise QueryError("k values must be positive")
@@ -126,7 +135,8 @@ def evaluate(
             f"space {sp.name} has {len(studies)} {modality} studies; k={kmax} needs more than that"
         )
     if label:
-        labels, relevance = _labels_by_column(conn, sp.space_id, modality, label), f"label {label}"
+        labels = _labels_by_column(conn, sp.space_id, modality, label)
+        relevance = f"label {label}" + (" (exact label set)" if match == "exact" else "")
         if not labels:
             raise QueryError(f"no {modality} study in space {sp.name} has a {label!r} attribute")
     elif findings:
@@ -192,9 +202,9 @@ def evaluate(
         if not labels:
             continue
         mine = labels.get(study_id, set())
-        rel = [bool(mine & labels.get(s, set())) for s in got]
+        rel = [relevant(mine, labels.get(s, set())) for s in got]
         excluded = by_patient.get(patient, {study_id}) if exclude_same_patient else {study_id}
-        n_relevant = sum(bool(mine & labels.get(s, set())) for s in labels if s not in excluded)
+        n_relevant = sum(relevant(mine, labels.get(s, set())) for s in labels if s not in excluded)
         for k in ks:
             top = rel[:k]
             prec[k].append(sum(top) / k)
