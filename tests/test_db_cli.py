@@ -83,7 +83,7 @@ def test_db_url_works_with_psql_and_lists_views(use_db):
 def test_status_reports_schema(use_db):
     result = run_cli("db", "status")
     assert result.returncode == 0, result.stderr
-    assert "schema: 0003 (code: 0003)" in result.stdout
+    assert "schema: 0004 (code: 0004)" in result.stdout
 
 
 def test_two_processes_start_one_server(tmp_path: Path, casebase_home):

@@ -31,8 +31,9 @@ def conn(db_url, data):
         yield c
 
 
-def brute_force(data, q, k, *, modality, sex=None, age=None, exclude_flags=(), patient=None,
-                exclude_id=None):
+def brute_force(
+    data, q, k, *, modality, sex=None, age=None, exclude_flags=(), patient=None, exclude_id=None
+):
     from casebase.ingest.values import patient_key
 
     mask = np.array([m == modality for m in data.modality])
@@ -68,8 +69,17 @@ def test_exact_equals_numpy_brute_force(conn, data, flt):
     rng = np.random.default_rng(1)
     for qi in rng.choice(N, size=8, replace=False):
         q = data.vectors[qi]
-        hits = search_vector(conn, q, k=25, filters=Filters(modality="CXR", **flt, ),
-                             space=None, exact=True)
+        hits = search_vector(
+            conn,
+            q,
+            k=25,
+            filters=Filters(
+                modality="CXR",
+                **flt,
+            ),
+            space=None,
+            exact=True,
+        )
         want_ids, want_d = brute_force(data, q, 25, modality="CXR", **flt)
         assert [h.study_id for h in hits] == want_ids
         np.testing.assert_allclose([h.distance for h in hits], want_d, atol=1e-5)
@@ -82,8 +92,9 @@ def test_default_search_recall_and_filters_hold(conn, data, flt):
     recalls, routes = [], set()
     for qi in rng.choice(N, size=10, replace=False):
         q = data.vectors[qi]
-        hits = search_vector(conn, q, k=20, filters=Filters(modality="CXR", **flt), space=None,
-                             exact=False)
+        hits = search_vector(
+            conn, q, k=20, filters=Filters(modality="CXR", **flt), space=None, exact=False
+        )
         want, _ = brute_force(data, q, 20, modality="CXR", **flt)
         recalls.append(len({h.study_id for h in hits} & set(want)) / max(1, len(want)))
         routes |= {h.extra["route"] for h in hits}
@@ -100,20 +111,32 @@ def test_default_search_recall_and_filters_hold(conn, data, flt):
 
 
 def test_hnsw_route_is_used_for_broad_filters(conn, data):
-    hits = search_vector(conn, data.vectors[0], k=10, filters=Filters(modality="CXR"),
-                         space=None, exact=False)
+    hits = search_vector(
+        conn, data.vectors[0], k=10, filters=Filters(modality="CXR"), space=None, exact=False
+    )
     assert {h.extra["route"] for h in hits} == {"hnsw"}
-    narrow = search_vector(conn, data.vectors[0], k=10,
-                           filters=Filters(modality="CXR", sex="F", age=(90.0, 100.0)),
-                           space=None, exact=False)
+    narrow = search_vector(
+        conn,
+        data.vectors[0],
+        k=10,
+        filters=Filters(modality="CXR", sex="F", age=(90.0, 100.0)),
+        space=None,
+        exact=False,
+    )
     assert {h.extra["route"] for h in narrow} <= {"exact-filtered"}
 
 
 def test_modality_isolation(conn, data):
     for qi in range(20):
         for modality in ("CXR", "KXR"):
-            hits = search_vector(conn, data.vectors[qi], k=30, filters=Filters(modality=modality),
-                                 space=None, exact=False)
+            hits = search_vector(
+                conn,
+                data.vectors[qi],
+                k=30,
+                filters=Filters(modality=modality),
+                space=None,
+                exact=False,
+            )
             assert hits and {h.modality for h in hits} == {modality}
             ids = set(np.array(data.study_ids)[np.array(data.modality) == modality])
             assert {h.study_id for h in hits} <= ids
@@ -123,53 +146,96 @@ def test_study_query_excludes_itself_and_its_patient(conn, data):
     from casebase.ingest.values import patient_key  # noqa: F401
 
     i = next(i for i in range(N) if data.modality[i] == "CXR")
-    hits = search_study(conn, data.study_ids[i], k=30, filters=Filters(), space=None,
-                        exact=True)
+    hits = search_study(conn, data.study_ids[i], k=30, filters=Filters(), space=None, exact=True)
     same_patient = {data.study_ids[j] for j in range(N) if data.patient[j] == data.patient[i]}
     assert data.study_ids[i] not in {h.study_id for h in hits}
     assert not ({h.study_id for h in hits} & same_patient)
-    want, _ = brute_force(data, data.vectors[i], 30, modality="CXR",
-                          patient=data.patient[i], exclude_id=data.study_ids[i])
+    want, _ = brute_force(
+        data,
+        data.vectors[i],
+        30,
+        modality="CXR",
+        patient=data.patient[i],
+        exclude_id=data.study_ids[i],
+    )
     assert [h.study_id for h in hits] == want
-    keep = search_study(conn, data.study_ids[i], k=30,
-                        filters=Filters(exclude_same_patient=False), space=None, exact=True)
+    keep = search_study(
+        conn,
+        data.study_ids[i],
+        k=30,
+        filters=Filters(exclude_same_patient=False),
+        space=None,
+        exact=True,
+    )
     assert data.study_ids[i] not in {h.study_id for h in keep}
 
 
 def test_empty_result_is_valid(conn, data):
-    hits = search_vector(conn, data.vectors[0], k=10,
-                         filters=Filters(modality="CXR", require_flags=("no_such_flag",)),
-                         space=None, exact=False)
+    hits = search_vector(
+        conn,
+        data.vectors[0],
+        k=10,
+        filters=Filters(modality="CXR", require_flags=("no_such_flag",)),
+        space=None,
+        exact=False,
+    )
     assert hits == []
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda c, d: search_study(c, "NOPE-1", k=5, filters=Filters(), space=None, exact=False),
-         "unknown study id 'NOPE-1'"),
-        (lambda c, d: search_vector(c, np.ones(7), k=5, filters=Filters(modality="CXR"),
-                                    space=None, exact=False),
-         "the query vector has 7 dimensions; space synthetic has 32"),
-        (lambda c, d: search_vector(c, d.vectors[0], k=5, filters=Filters(modality="CXR"),
-                                    space="nope", exact=False),
-         "unknown embedding space 'nope'"),
-        (lambda c, d: search_vector(c, d.vectors[0], k=5, filters=Filters(modality="CT"),
-                                    space=None, exact=False),
-         "no 'CT' studies in space synthetic"),
-        (lambda c, d: search_vector(c, d.vectors[0], k=5, filters=Filters(), space=None,
-                                    exact=False),
-         "modality is required"),
-        (lambda c, d: search_vector(c, d.vectors[0], k=0, filters=Filters(modality="CXR"),
-                                    space=None, exact=False),
-         "k must be between 1 and 1000, got 0"),
-        (lambda c, d: search_vector(c, d.vectors[0], k=5000, filters=Filters(modality="CXR"),
-                                    space=None, exact=False),
-         "k must be between 1 and 1000, got 5000"),
-        (lambda c, d: search_vector(c, d.vectors[0], k=5,
-                                    filters=Filters(modality="CXR", batches=("x' OR 1=1 --",)),
-                                    space=None, exact=False),
-         None),
+        (
+            lambda c, d: search_study(c, "NOPE-1", k=5, filters=Filters(), space=None, exact=False),
+            "unknown study id 'NOPE-1'",
+        ),
+        (
+            lambda c, d: search_vector(
+                c, np.ones(7), k=5, filters=Filters(modality="CXR"), space=None, exact=False
+            ),
+            "the query vector has 7 dimensions; space synthetic has 32",
+        ),
+        (
+            lambda c, d: search_vector(
+                c, d.vectors[0], k=5, filters=Filters(modality="CXR"), space="nope", exact=False
+            ),
+            "unknown embedding space 'nope'",
+        ),
+        (
+            lambda c, d: search_vector(
+                c, d.vectors[0], k=5, filters=Filters(modality="CT"), space=None, exact=False
+            ),
+            "no 'CT' studies in space synthetic",
+        ),
+        (
+            lambda c, d: search_vector(
+                c, d.vectors[0], k=5, filters=Filters(), space=None, exact=False
+            ),
+            "modality is required",
+        ),
+        (
+            lambda c, d: search_vector(
+                c, d.vectors[0], k=0, filters=Filters(modality="CXR"), space=None, exact=False
+            ),
+            "k must be between 1 and 1000, got 0",
+        ),
+        (
+            lambda c, d: search_vector(
+                c, d.vectors[0], k=5000, filters=Filters(modality="CXR"), space=None, exact=False
+            ),
+            "k must be between 1 and 1000, got 5000",
+        ),
+        (
+            lambda c, d: search_vector(
+                c,
+                d.vectors[0],
+                k=5,
+                filters=Filters(modality="CXR", batches=("x' OR 1=1 --",)),
+                space=None,
+                exact=False,
+            ),
+            None,
+        ),
     ],
 )
 def test_bad_queries_are_one_line_errors(conn, data, call, message):
@@ -212,3 +278,82 @@ def test_sql_functions_as_analyst(conn, data):
             conn.execute("SELECT * FROM casebase.embedding_s1_cxr LIMIT 1")
     finally:
         conn.rollback()
+
+
+def test_studies_with_many_images_rank_by_their_best_image(conn, data):
+    """The exact route keeps the 4k nearest images; when they hold fewer than k studies
+    (many images per study) it falls back to every image, so the answer stays exact."""
+    from casebase.db.spaces import get_space
+    from casebase.ingest import load
+    from casebase.ingest.studies import StudyInput
+
+    rng = np.random.default_rng(5)
+    q = data.vectors[11]
+    space = get_space(conn, "synthetic")
+    studies = []
+    for s in range(3):
+        study = StudyInput(
+            study_id=f"MULTI-{s}",
+            patient_id=f"MP{s}",
+            modality="CXR",
+            body_part=None,
+            view="PA",
+            age=50.0,
+            sex="F",
+            study_date=None,
+            flags=(),
+            findings=None,
+            impression=None,
+            report=None,
+            accession=None,
+            attributes={},
+        )
+        images = []
+        for i in range(10):
+            v = q + 0.01 * (s + 1) * rng.normal(size=q.shape).astype(np.float32)
+            images.append(
+                load.PreparedImage(
+                    uri=f"synthetic://multi/{s}/{i}",
+                    sha256=f"m{s}{i}",
+                    size_bytes=0,
+                    width=None,
+                    height=None,
+                    view="PA",
+                    flags=(),
+                    quality={},
+                    vector=v / np.linalg.norm(v),
+                )
+            )
+        studies.append(
+            load.PreparedStudy(
+                study=study,
+                patient_key=f"mp{s}",
+                content_sha256=f"multi{s}",
+                flags=(),
+                sanitized=None,
+                raw_report=None,
+                images=images,
+            )
+        )
+    with conn.transaction():
+        load.write_chunk(conn, batch="synthetic", space=space, studies=studies, rejects=[])
+    try:
+        hits = search_vector(
+            conn,
+            q,
+            k=5,
+            filters=Filters(modality="CXR"),
+            space=None,
+            exact=True,
+            exclude_study=data.study_ids[11],
+        )
+        assert [h.study_id for h in hits[:3]] == ["MULTI-0", "MULTI-1", "MULTI-2"]
+        assert len(hits) == 5 and len({h.study_id for h in hits}) == 5
+        mask = np.array([m == "CXR" for m in data.modality])
+        mask[11] = False
+        single = np.sort(1.0 - data.vectors[mask] @ q)[:2]
+        np.testing.assert_allclose([h.distance for h in hits[3:]], single, atol=1e-5)
+    finally:
+        with conn.transaction():
+            conn.execute("DELETE FROM casebase.embedding WHERE study_id LIKE 'MULTI-%'")
+            conn.execute("DELETE FROM casebase.study WHERE study_id LIKE 'MULTI-%'")
