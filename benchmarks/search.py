@@ -469,6 +469,12 @@ def print_report(report: dict) -> None:
 
 
 # ------------------------------------------------------------------ main
+def casebase_ef_search(k: int) -> int:
+    """hnsw.ef_search as casebase.similar_to_vector sets it (revision 0004)."""
+    k_img = min(k * 2, 2000)
+    return min(1000, max(k_img * 2, 200))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="studies (default 20000)")
@@ -480,8 +486,8 @@ def main() -> None:
     parser.add_argument(
         "--ef-search",
         type=int,
-        default=200,
-        help="FAISS HNSW efSearch (default 200: what casebase uses for k=100)",
+        default=None,
+        help="FAISS HNSW efSearch (default: what casebase uses for this k)",
     )
     parser.add_argument("--database", default="bench_search", help="recreated each run")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
@@ -545,7 +551,7 @@ def main() -> None:
         "casebase": casebase_search(conn, exact=False),
         "casebase exact": casebase_search(conn, exact=True),
         "faiss flat": FaissSearch(flat, meta, None),
-        "faiss hnsw": FaissSearch(hnsw, meta, args.ef_search),
+        "faiss hnsw": FaissSearch(hnsw, meta, args.ef_search or casebase_ef_search(args.k)),
     }
     results: dict[str, dict[str, dict]] = {}
     for spec in specs:
@@ -582,8 +588,8 @@ def main() -> None:
             "queries": args.queries,
             "warmup": args.warmup,
             "seed": args.seed,
-            "casebase_ef_search": max(2 * args.k, 200),
-            "faiss_ef_search": args.ef_search,
+            "casebase_ef_search": casebase_ef_search(args.k),
+            "faiss_ef_search": args.ef_search or casebase_ef_search(args.k),
             "cpus": os.cpu_count(),
             "ram_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
             "machine": platform.machine(),
