@@ -22,6 +22,7 @@ from casebase.ingest.studies import Reject, StudyInput
 
 if TYPE_CHECKING:
     from casebase.ingest.sanitize import SanitizedReport
+    from casebase.synthesis.evidence import LabelledFinding as PreparedFinding
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,8 @@ class PreparedImage:
     vector: np.ndarray
 
 
-@dataclass(frozen=True)
-class PreparedFinding:
-    finding: str
-    status: str
-    evidence: str | None
-    location: dict
+# A finding as stored is the synthesis labeller's own value (LabelledFinding), imported
+# for typing only so that loading does not pull in spaCy.
 
 
 @dataclass

@@ -374,25 +374,12 @@ class _BatchRun:
 
 def _label(sanitized) -> tuple[list[load.PreparedFinding], str, str]:
     """Rule-based findings of the sanitised text (the shared labeller of synthesis)."""
-    from casebase.synthesis import BACKEND, LABELLER_VERSION, extract, label_report
+    from casebase.synthesis import BACKEND, LABELLER_VERSION
+    from casebase.synthesis.evidence import labelled_findings
 
     if sanitized is None:
         return [], BACKEND, LABELLER_VERSION
-    text = "\n".join(t for t in (sanitized.findings, sanitized.impression) if t)
-    statuses = label_report(text)
-    mentions = extract(text)
-    out = []
-    for finding, status in sorted(statuses.items()):
-        evidence = next((m for m in mentions if m.finding == finding and m.status == status), None)
-        out.append(
-            load.PreparedFinding(
-                finding=finding,
-                status=status,
-                evidence=evidence.sentence.strip()[:500] if evidence else None,
-                location=dict(evidence.location) if evidence and evidence.location else {},
-            )
-        )
-    return out, BACKEND, LABELLER_VERSION
+    return labelled_findings(sanitized.findings, sanitized.impression), BACKEND, LABELLER_VERSION
 
 
 def _progress(total: int, enabled: bool | None):

@@ -15,7 +15,8 @@ def relabel(conn, *, batch: str | None = None, chunk: int = 2000) -> tuple[int, 
     Each chunk replaces its studies' rule findings in one transaction, so readers
     never see a study without findings, and a re-run after a crash just redoes it.
     """
-    from casebase.synthesis import BACKEND, LABELLER_VERSION, extract, label_report
+    from casebase.synthesis import BACKEND, LABELLER_VERSION
+    from casebase.synthesis.evidence import labelled_findings
 
     where, params = ("WHERE s.batch = %s", [batch]) if batch else ("", [])
     rows = conn.execute(
@@ -30,22 +31,16 @@ def relabel(conn, *, batch: str | None = None, chunk: int = 2000) -> tuple[int, 
         part = rows[start : start + chunk]
         out = []
         for study_pk, findings, impression in part:
-            text = "\n".join(t for t in (findings, impression) if t)
-            statuses = label_report(text)
-            mentions = extract(text) if statuses else []
-            for finding, status in sorted(statuses.items()):
-                ev = next(
-                    (m for m in mentions if m.finding == finding and m.status == status), None
-                )
+            for f in labelled_findings(findings, impression):
                 out.append(
                     (
                         study_pk,
-                        finding,
-                        status,
+                        f.finding,
+                        f.status,
                         BACKEND,
                         LABELLER_VERSION,
-                        ev.sentence.strip()[:500] if ev else None,
-                        Jsonb(dict(ev.location) if ev and ev.location else {}),
+                        f.evidence,
+                        Jsonb(f.location),
                     )
                 )
         with conn.transaction(), conn.cursor() as cur:
