@@ -214,3 +214,35 @@ def test_attribute_filter(client):
     ).fetchall()
     assert hits and {r[0] for r in labels} == {"normal"}
     assert {h.extra["route"] for h in hits} == {"exact-filtered"}
+
+
+def test_unreadable_query_image_is_a_one_line_error(client, use_db, tmp_path):
+    from casebase.errors import InputError
+
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="zero-byte file"):
+        client.search(image=empty, modality="CXR", k=5)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    with pytest.raises(InputError, match="not an image"):
+        client.search(image=text, modality="CXR", k=5)
+    with pytest.raises(InputError, match="not a readable image"):
+        client.search(image=b"\x00\x01garbage", modality="CXR", k=5)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "casebase.cli",
+            "search",
+            "--image",
+            str(empty),
+            "--modality",
+            "CXR",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("casebase: error: zero-byte file")

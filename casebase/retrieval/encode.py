@@ -61,8 +61,8 @@ def load_query_image(image):
 
 
 def image_vector(space: Space, image, device: str | None = None) -> np.ndarray:
-    encoder = encoder_for_space(space, device)
-    return encoder.encode_pil([load_query_image(image)])[0]
+    picture = load_query_image(image)  # a bad file fails before a model is loaded
+    return encoder_for_space(space, device).encode_pil([picture])[0]
 
 
 def text_vector(space: Space, text: str, device: str | None = None) -> np.ndarray:
