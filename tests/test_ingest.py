@@ -157,7 +157,7 @@ def _ingest_cmd(manifest: Path, batch: str) -> list[str]:
 def test_kill_minus_9_then_rerun_equals_uninterrupted(server_url, shared_data, tmp_path):
     from tests.conftest import drop_database, make_database
 
-    manifest = covid_subset(shared_data, tmp_path, 80)
+    manifest = covid_subset(shared_data, tmp_path, 200)  # long enough to be killed midway
     killed_url = make_database(server_url, "t_ingest_killed")
     clean_url = make_database(server_url, "t_ingest_clean")
     try:
@@ -185,7 +185,7 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(server_url, shared_data, t
                 "SELECT count(*) FROM casebase.study s WHERE NOT EXISTS "
                 "(SELECT 1 FROM casebase.embedding e WHERE e.study_pk = s.study_pk)"
             ).fetchone()[0]
-        assert 0 < partial < 80 and half == 0
+        assert 0 < partial < 200 and half == 0
         rerun = subprocess.run(
             _ingest_cmd(manifest, "b1"), env=env, capture_output=True, text=True, timeout=600
         )
