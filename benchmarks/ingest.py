@@ -74,19 +74,10 @@ def pipeline(encoder: Encoder, paths: list[Path], batch_size: int, workers: int)
 
 def fresh_database(name: str) -> str:
     """A new, migrated database on the configured or embedded server."""
-    import psycopg
-
-    from casebase.db import migrate
     from casebase.db.connection import checked_url
+    from casebase.db.databases import recreate_database
 
-    url = checked_url()
-    admin = url.replace("/casebase?", "/postgres?")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = url.replace("/casebase?", f"/{name}?")
-    migrate.upgrade(url)
-    return url
+    return recreate_database(checked_url(), name)
 
 
 def whole_ingest(encoder: Encoder, paths: list[Path], batch_size: int, workers: int,

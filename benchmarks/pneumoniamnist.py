@@ -39,19 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-#: The trained architecture: an open_clip ModifiedResNet (CLIP's RN50 design) at 64 px,
-#: width 16, one block per stage (1.3 M vision parameters), and a 1-layer text tower.
-#: 28 px inputs are upsampled to 64 so the stride-32 ResNet ends on a 2x2 grid.
-MODEL_CFG = {
-    "model_cfg": {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2,
-                     "layers": 1},
-    },
-    "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                       "interpolation": "bicubic", "resize_mode": "squash"},
-}
+# The trained architecture is casebase's SMALL_RESNET_CFG: an open_clip ModifiedResNet (CLIP's
+# RN50 design) at 64 px, width 16, one block per stage (1.3 M vision parameters), and a 1-layer
+# text tower. 28 px inputs are upsampled to 64 so the stride-32 ResNet ends on a 2x2 grid.
+from casebase.train.checkpoint import SMALL_RESNET_CFG
+
 LABELS = {0: "normal", 1: "pneumonia"}
 SEED_001 = 0.849
 
@@ -78,19 +70,9 @@ def write_split(data, split: str, out: Path) -> Path:
 
 
 def fresh_database(server_url: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
+    from casebase.db.databases import recreate_database
 
-    import psycopg
-
-    from casebase.db import migrate
-
-    parts = urlsplit(server_url)
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    migrate.upgrade(url)
-    return url
+    return recreate_database(server_url, name)
 
 
 def raw_pixel_precision(images: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
@@ -177,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                  raw_pixel_precision(data["test_images"], data["test_labels"].ravel()), None))
 
     config = work / "pmnist-rn16-64.json"
-    config.write_text(json.dumps(MODEL_CFG, indent=2))
+    config.write_text(json.dumps(SMALL_RESNET_CFG, indent=2))
     out = work / "run"
     wall, cpu = time.perf_counter(), cpu_seconds()
     with connect(train_url) as conn:

@@ -54,7 +54,6 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import sys
 import time
 from collections import Counter
@@ -66,7 +65,7 @@ import faiss
 import numpy as np
 import psycopg
 
-from casebase.db import migrate
+from casebase.db import databases
 from casebase.db import spaces as db_spaces
 from casebase.db.connection import checked_url, connect
 from casebase.ingest import synthetic
@@ -222,20 +221,11 @@ def exact_topk(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
 
 # ------------------------------------------------------------------ database
 def fresh_database(name: str) -> str:
-    url = checked_url()
-    admin = re.sub(r"/casebase\?", "/postgres?", url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = url.replace("/casebase?", f"/{name}?")
-    migrate.upgrade(db_url)
-    return db_url
+    return databases.recreate_database(checked_url(), name)
 
 
 def drop_database(name: str) -> None:
-    admin = re.sub(r"/casebase\?", "/postgres?", checked_url())
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    databases.drop_database(checked_url(), name)
 
 
 def load_casebase(url: str, data: synthetic.SyntheticSet) -> dict[str, float]:

@@ -17,27 +17,6 @@ from casebase.config import load_settings
 from casebase.errors import ModelError
 
 BATCH = "demo-cohort"
-# A small open_clip ResNet (about 1.3 M vision parameters) that learns on 2 CPU cores in
-# minutes from random initialisation; the same family benchmarks/pneumoniamnist.py uses.
-DEMO_MODEL_CFG = {
-    "model_cfg": {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
-        "text_cfg": {
-            "context_length": 16,
-            "vocab_size": 49408,
-            "width": 64,
-            "heads": 2,
-            "layers": 1,
-        },
-    },
-    "preprocess_cfg": {
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.5, 0.5, 0.5],
-        "interpolation": "bicubic",
-        "resize_mode": "squash",
-    },
-}
 BASE_SPACE = "tiny-random"
 TRAINED_SPACE = "demo-trained"
 
@@ -155,6 +134,7 @@ def _train_once(client, out_dir: Path, minutes: float, out) -> str:
     """Train, register, back-fill and make default — each step skipped when done."""
     from casebase.db.spaces import list_spaces, set_default
     from casebase.train import add_checkpoint_space, reembed, train
+    from casebase.train.checkpoint import SMALL_RESNET_CFG
 
     names = {s.name for s in list_spaces(client.conn)}
     client.conn.commit()
@@ -163,7 +143,7 @@ def _train_once(client, out_dir: Path, minutes: float, out) -> str:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         config = out_dir / "architecture.json"
-        config.write_text(json.dumps(DEMO_MODEL_CFG, indent=2))
+        config.write_text(json.dumps(SMALL_RESNET_CFG, indent=2))
         result = train(
             client.conn,
             space=BASE_SPACE,

@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,25 +34,16 @@ def server_url(casebase_home: Path) -> Iterator[str]:
     embedded.stop(load_settings().embedded_dir)
 
 
-def _admin(url: str) -> str:
-    return re.sub(r"/casebase\?", "/postgres?", url)
-
-
 def make_database(server_url: str, name: str, *, migrate: bool = True) -> str:
-    with psycopg.connect(_admin(server_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = server_url.replace("/casebase?", f"/{name}?")
-    if migrate:
-        from casebase.db import migrate as m
+    from casebase.db.databases import recreate_database
 
-        m.upgrade(url)
-    return url
+    return recreate_database(server_url, name, migrate=migrate)
 
 
 def drop_database(server_url: str, name: str) -> None:
-    with psycopg.connect(_admin(server_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    from casebase.db import databases
+
+    databases.drop_database(server_url, name)
 
 
 @pytest.fixture(scope="module")
