@@ -6,7 +6,10 @@ The IU collection codes each report with MeSH terms (``Head/modifier/...``, ``;`
 separated) and marks normal studies with ``Problems == "normal"``. MESH_MAP below maps
 coded heads (optionally only with a given modifier) to casebase finding ids; a report is
 a gold positive for a finding when any of its terms maps to it. "No Indexing" rows were
-never coded and are skipped. The labeller reads the findings + impression text and
+never coded and are skipped, and so are reports with no findings or impression text
+(the coders labelled some of those "normal" from elsewhere; no text labeller can see
+that, and casebase deliberately invents nothing for an empty report) — the count of
+each is printed. The labeller reads the findings + impression text and
 counts a finding as predicted when ``label_report`` says "present".
 
 Negative findings are never coded and hedged findings are coded inconsistently, so
@@ -47,6 +50,7 @@ MESH_MAP: list[tuple[str, str | None, str]] = [
     ("Density", "lung", "opacity"),
     ("Density", "retrocardiac", "opacity"),
     ("Calcinosis", "aorta", "atherosclerosis"),
+    ("Calcinosis", "aorta, thoracic", "atherosclerosis"),  # a modifier with a comma
     ("Calcinosis", "aortic arch", "atherosclerosis"),
     ("Calcinosis", "blood vessels", "atherosclerosis"),
     ("Pulmonary Atelectasis", None, "atelectasis"),
@@ -116,13 +120,24 @@ def gold_labels(mesh: str, problems: str) -> set[str]:
     return labels
 
 
-def read_rows(path: Path) -> list[Row]:
+@dataclass
+class Skipped:
+    not_indexed: int = 0
+    no_text: int = 0
+
+
+def read_rows(path: Path, skipped: Skipped | None = None) -> list[Row]:
+    skipped = skipped if skipped is not None else Skipped()
     rows: list[Row] = []
     with path.open(newline="", encoding="utf-8") as fh:
         for rec in csv.DictReader(fh):
             if rec["MeSH"].strip() == "No Indexing" or rec["Problems"].strip() == "No Indexing":
+                skipped.not_indexed += 1
                 continue
             text = "\n".join(t for t in (rec["findings"], rec["impression"]) if t.strip())
+            if not text.strip():
+                skipped.no_text += 1
+                continue
             rows.append(Row(rec["uid"], text, gold_labels(rec["MeSH"], rec["Problems"])))
     return rows
 
@@ -192,16 +207,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         print(f"error: no such file: {args.data}", file=sys.stderr)
         return 2
-    rows = read_rows(args.data)
+    skipped = Skipped()
+    rows = read_rows(args.data, skipped)
     t0 = time.perf_counter()
     preds = label_reports([r.text for r in rows])
     seconds = time.perf_counter() - t0
     table = score(rows, preds)
     if args.json:
         print(json.dumps({"micro_f1": micro_f1(table), "n_reports": len(rows),
+                          "skipped_not_indexed": skipped.not_indexed,
+                          "skipped_no_text": skipped.no_text,
                           "seconds": seconds, "findings": table}, indent=2))
     else:
         print_table(table, len(rows), seconds)
+        print(f"skipped: {skipped.not_indexed} reports never coded (No Indexing), "
+              f"{skipped.no_text} with no findings/impression text")
     if args.errors:
         print_errors(rows, preds, args.errors, args.n)
     return 0

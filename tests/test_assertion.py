@@ -141,6 +141,35 @@ EXACT: list[tuple[str, dict[str, str]]] = [
     ("Suprapatellar effusion cannot be excluded.", {"joint_effusion": U, "no_finding": U}),
     ("No fracture or dislocation.", {"fracture": A, "no_finding": P}),
     ("Joint spaces are preserved without osteophytes.", {"osteophyte": A, "no_finding": P}),
+    # hedges phrased as a differential or a request (rules-1.1)
+    ("Superimposed pneumonia would be a consideration.",
+     {"consolidation_pneumonia": U, "no_finding": U}),
+    ("Early pneumonia is in the differential.", {"consolidation_pneumonia": U, "no_finding": U}),
+    ("Correlate clinically for pneumonia.", {"consolidation_pneumonia": U, "no_finding": U}),
+    ("It is difficult to completely exclude a small pneumothorax.",
+     {"pneumothorax": U, "no_finding": U}),
+    # a broken device is not a broken bone
+    ("The inferior fixation screw is fractured.", {}),
+    ("Fracture of the most superior sternotomy wire.",
+     {"sternotomy_wires": P, "support_devices": P, "no_finding": A}),
+    # a disease name that contains a finding word
+    ("Changes of cystic fibrosis.", {}),
+    # phrasings added in lexicon 4
+    ("Elevated left diaphragm.", {"elevated_hemidiaphragm": P, "no_finding": A}),
+    ("Elevation of both hemidiaphragms.", {"elevated_hemidiaphragm": P, "no_finding": A}),
+    ("Mild right hemidiaphragm elevation.", {"elevated_hemidiaphragm": P, "no_finding": A}),
+    ("Mild dextrocurvature of the thoracic spine.", {"scoliosis": P, "no_finding": A}),
+    ("Calcifications of the aortic arch.", {"atherosclerosis": P, "no_finding": A}),
+    ("Calcified tortuous thoracic aorta.", {"atherosclerosis": P, "no_finding": A}),
+    ("Calcified left paratracheal lymph node.", {"calcified_lymph_nodes": P, "no_finding": A}),
+    ("Anterior wedge deformity of T11.", {"bone_deformity": P, "no_finding": A}),
+    ("The lungs are hypoventilated.", {"low_lung_volumes": P, "no_finding": A}),
+    ("Apical pleural-parenchymal scarring.", {"scarring_fibrosis": P, "no_finding": A}),
+    ("Thickening of the minor fissure.", {"pleural_thickening": P, "no_finding": A}),
+    ("Degenerative spurring of the thoracic spine.",
+     {"degenerative_changes": P, "osteophyte": P, "no_finding": A}),
+    ("Lungs are expanded and clear airspace disease.", {"opacity": A, "no_finding": P}),
+    ("Paratracheal density, likely vascular.", {}),
 ]
 
 # (sentence, expected subset of the labels)

@@ -98,6 +98,9 @@ CUES: dict[tuple[str, str], tuple[str, ...]] = {
         "or possibly", "raising the possibility of", "possibility of",
         "compatible with possible", "borderline versus", "uncertain",
         "potentially", "perhaps", "question", "questioned", "rule - out", "r / o",
+        "difficult to completely exclude", "difficult to entirely exclude",
+        "favoring", "correlate clinically for", "clinical correlation for",
+        "for evaluation of", "to evaluate for",
     ),
     ("hedge", BACKWARD): (
         "cannot be excluded", "can not be excluded", "ca n't be excluded",
@@ -111,6 +114,8 @@ CUES: dict[tuple[str, str], tuple[str, ...]] = {
         "could be present", "may be present", "is uncertain", "not excluded",
         "may not be demonstrated", "may not be seen", "may not be visible",
         "may not be apparent", "may not be detected", "may be missed",
+        "would be a consideration", "is in the differential", "in the differential",
+        "would be considered",
     ),
     ("pseudo", FORWARD): (
         "no change", "no change in", "no significant change", "no interval change",

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 # Bump when the lexicon or the rules change: it is stored with every extracted finding
 # so that a re-labelling job can find rows produced by an older labeller.
-LABELLER_VERSION = "rules-1.0"
+LABELLER_VERSION = "rules-1.1"
 BACKEND = "rules"
 
 NO_FINDING = "no_finding"
