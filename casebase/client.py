@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from casebase.config import Settings, load_settings
-from casebase.errors import QueryError
+from casebase.errors import InputError, QueryError
 from casebase.retrieval.filters import Filters
 from casebase.retrieval.hits import Hit
+
+if TYPE_CHECKING:
+    from casebase.synthesis.llm import LLMBackend
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +212,19 @@ class Client:
         self.conn.commit()
         return {r[0] for r in rows}
 
+    def report_texts(self, study_ids: Sequence[str]) -> dict[str, str]:
+        """study_id → sanitised findings and impression (the ``casebase.studies`` view,
+        never the raw report), for the studies that have a report."""
+        from casebase.synthesis.second_opinion import report_text
+
+        rows = self.conn.execute(
+            "SELECT study_id, findings, impression FROM casebase.studies "
+            "WHERE study_id = ANY(%s) AND (findings IS NOT NULL OR impression IS NOT NULL)",
+            (list(study_ids),),
+        ).fetchall()
+        self.conn.commit()
+        return {sid: report_text(findings, impression) for sid, findings, impression in rows}
+
     def brief(
         self,
         hits: Sequence[Hit],
@@ -217,11 +234,28 @@ class Client:
         exclude_flags: Sequence[str] = (),
         space: str | None = None,
         narrative: str | None = None,
+        llm: str | LLMBackend | None = None,
+        narrate: bool = False,
     ):
-        """Sum up the findings of the hits' reports; every number keeps its study ids."""
+        """Sum up the findings of the hits' reports; every number keeps its study ids.
+
+        ``llm`` (a litellm model string, "" for ``CASEBASE_LLM_MODEL``, or an
+        ``LLMBackend``) adds an LLM second opinion (``brief.llm``): the same reports
+        labelled by the model, counted apart from the rule counts, which stay the
+        brief's numbers; ``narrate=True`` adds its checked narrative of the rule counts.
+        """
+        import dataclasses
+
         from casebase.synthesis.aggregate import aggregate
         from casebase.synthesis.brief import Brief
 
+        backend = None
+        if llm is not None:  # before any query: a missing model or extra fails at once
+            from casebase.synthesis.second_opinion import make_backend
+
+            backend = make_backend(llm, self.settings)
+        elif narrate:
+            raise InputError("narrate=True needs an LLM: pass llm='provider/model'")
         ids = [h.study_id for h in hits]
         found = self.findings(ids)
         with_report = self.studies_with_report(ids)
@@ -232,7 +266,7 @@ class Client:
         if exclude_flags:
             described["exclude_flags"] = list(exclude_flags)
         model = sp.model_name + (f" ({sp.pretrained})" if sp.pretrained else "")
-        return Brief.create(
+        result = Brief.create(
             agg,
             k=len(hits),
             query=query,
@@ -241,6 +275,13 @@ class Client:
             model=model,
             narrative=narrative,
         )
+        if backend is None:
+            return result
+        from casebase.synthesis.second_opinion import second_opinion
+
+        texts = self.report_texts([sid for sid in agg.study_ids if sid in with_report])
+        section = second_opinion(backend, result, texts, narrate=narrate)
+        return dataclasses.replace(result, llm=section)
 
     def evaluate(self, **options):
         """Retrieval quality (see ``casebase.retrieval.evaluate.evaluate`` for options)."""

@@ -7,6 +7,12 @@ what they are not: a diagnosis. Percentages are of the cases *with a report* (th
 others cannot mention anything), and the number of cases without a report and of
 cases set aside for quality flags is always stated. Text and Markdown truncate id
 lists for reading ("… (+20 more)"); the JSON always carries every id.
+
+A brief may carry an :class:`LLMSection`: the same reports labelled by an LLM
+(``casebase brief --llm MODEL``), with counts recomputed from its per-report labels,
+the reports it failed on, and its token use. It is a second opinion, shown after the
+rule counts, which stay the brief's numbers; where the two present-counts differ the
+renderings say so ("LLM: 12 present (rules: 14)").
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from datetime import UTC, datetime
 
 from casebase.errors import InputError
 from casebase.synthesis.aggregate import Aggregate, FindingCount
+from casebase.synthesis.llm_results import STATUSES, LLMExtraction, LLMUsage
 
-__all__ = ["DISCLAIMER", "SCHEMA", "Brief"]
+__all__ = ["DISCLAIMER", "SCHEMA", "Brief", "LLMCount", "LLMSection"]
 
 SCHEMA = "casebase.brief/1"
 DISCLAIMER = ("Decision support, not a diagnosis: these counts describe what was reported "
@@ -83,11 +90,157 @@ def describe_filters(filters: Mapping[str, object], exclude_flags: tuple[str, ..
     return ", ".join(parts)
 
 
+def _short(text: str, limit: int = 160) -> str:
+    """A reason shortened for reading (schema errors list every finding id); JSON has all."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+@dataclass(frozen=True)
+class LLMCount:
+    """How the LLM labelled one finding over the reports it labelled, with the ids."""
+
+    finding: str
+    present: int
+    uncertain: int
+    absent: int
+    present_ids: tuple[str, ...] = ()
+    uncertain_ids: tuple[str, ...] = ()
+    absent_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LLMSection:
+    """An LLM's second opinion on the brief's reports (never the brief's main numbers).
+
+    ``sent_ids`` are the studies whose sanitised report was given to the model (the
+    hits kept after quality exclusion that have a report, in rank order); ``counts``
+    are recomputed from its validated per-report labels; ``errors`` maps each study it
+    could not label to a one-line reason, and those studies count nowhere; ``notes``
+    maps studies that had no text worth sending to why. ``narrative`` is an optional
+    LLM narrative of the *rule* counts, checked to state no number that is not in
+    them; ``narrative_error`` says why it is missing when it was asked for.
+    """
+
+    model: str
+    version: str
+    sent_ids: tuple[str, ...]
+    counts: tuple[LLMCount, ...]
+    errors: dict[str, str]
+    usage: LLMUsage
+    notes: dict[str, str] = field(default_factory=dict)
+    narrative: str | None = None
+    narrative_error: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sent_ids", tuple(str(s) for s in self.sent_ids))
+        object.__setattr__(self, "counts", tuple(self.counts))
+        object.__setattr__(self, "errors", {str(k): str(v) for k, v in self.errors.items()})
+        object.__setattr__(self, "notes", {str(k): str(v) for k, v in self.notes.items()})
+        sent = set(self.sent_ids)
+        stray = [sid for sid in self.errors if sid not in sent]
+        for c in self.counts:
+            stray += [sid for sid in (*c.present_ids, *c.uncertain_ids, *c.absent_ids)
+                      if sid not in sent or sid in self.errors]
+        if stray:
+            raise InputError(f"LLM section counts or errors name studies that were not "
+                             f"labelled: {', '.join(sorted(set(stray))[:5])}")
+
+    @property
+    def n_labelled(self) -> int:
+        """Reports the model labelled (those that failed are in ``errors``)."""
+        return len(self.sent_ids) - len(self.errors)
+
+    def count(self, finding: str) -> LLMCount | None:
+        return next((c for c in self.counts if c.finding == finding), None)
+
+    @classmethod
+    def from_extraction(cls, extraction: LLMExtraction, sent_ids: tuple[str, ...] | list[str],
+                        *, usage: LLMUsage | None = None, narrative: str | None = None,
+                        narrative_error: str | None = None) -> LLMSection:
+        """Counts recomputed from ``extraction.labels`` alone, ids in ``sent_ids`` order.
+
+        Only studies in ``sent_ids`` count, each at most once per finding, so the
+        section can never hold more studies than were sent.
+        """
+        sent = tuple(sent_ids)
+        order = {sid: i for i, sid in enumerate(sent)}
+        labelled = sorted((sid for sid in extraction.labels
+                           if sid in order and sid not in extraction.errors), key=order.get)
+        by_finding: dict[str, dict[str, list[str]]] = {}
+        for sid in labelled:
+            for finding, status in extraction.labels[sid].items():
+                if status in STATUSES:
+                    by_finding.setdefault(finding, {s: [] for s in STATUSES})[status].append(sid)
+        counts = sorted(
+            (LLMCount(f, len(v["present"]), len(v["uncertain"]), len(v["absent"]),
+                      tuple(v["present"]), tuple(v["uncertain"]), tuple(v["absent"]))
+             for f, v in by_finding.items()),
+            key=lambda c: (-c.present, -c.uncertain, c.finding))
+        return cls(model=extraction.model, version=extraction.version, sent_ids=sent,
+                   counts=tuple(counts),
+                   errors={sid: extraction.errors[sid] for sid in sent
+                           if sid in extraction.errors},
+                   usage=usage if usage is not None else extraction.usage,
+                   notes={sid: extraction.notes[sid] for sid in sent
+                          if sid in extraction.notes},
+                   narrative=narrative, narrative_error=narrative_error)
+
+    def to_dict(self) -> dict[str, object]:
+        u = self.usage
+        return {
+            "model": self.model, "version": self.version, "sent_ids": list(self.sent_ids),
+            "counts": [{"finding": c.finding, "present": c.present, "uncertain": c.uncertain,
+                        "absent": c.absent, "present_ids": list(c.present_ids),
+                        "uncertain_ids": list(c.uncertain_ids),
+                        "absent_ids": list(c.absent_ids)} for c in self.counts],
+            "errors": dict(self.errors), "notes": dict(self.notes),
+            "usage": {"calls": u.calls, "cache_hits": u.cache_hits,
+                      "prompt_tokens": u.prompt_tokens,
+                      "completion_tokens": u.completion_tokens, "cost_usd": u.cost_usd},
+            "narrative": self.narrative, "narrative_error": self.narrative_error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> LLMSection:
+        try:
+            u = data["usage"]
+            usage = LLMUsage(calls=int(u["calls"]), cache_hits=int(u["cache_hits"]),
+                             prompt_tokens=int(u["prompt_tokens"]),
+                             completion_tokens=int(u["completion_tokens"]),
+                             cost_usd=None if u["cost_usd"] is None else float(u["cost_usd"]))
+            counts = tuple(
+                LLMCount(str(c["finding"]), int(c["present"]), int(c["uncertain"]),
+                         int(c["absent"]), tuple(c["present_ids"]),
+                         tuple(c["uncertain_ids"]), tuple(c["absent_ids"]))
+                for c in data["counts"])
+            return cls(model=str(data["model"]), version=str(data["version"]),
+                       sent_ids=tuple(data["sent_ids"]), counts=counts,
+                       errors=dict(data["errors"]), usage=usage,
+                       notes=dict(data.get("notes") or {}),
+                       narrative=data.get("narrative"),
+                       narrative_error=data.get("narrative_error"))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"not a valid LLM section: {exc!r}") from exc
+
+    def usage_line(self) -> str:
+        u = self.usage
+        cost = (f"${u.cost_usd:.4f}" if u.cost_usd is not None
+                else "no cost" if not u.calls else "cost unknown")
+        return (f"{_plural(u.calls, 'call')} ({u.cache_hits} answered from the cache), "
+                f"{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, {cost}")
+
+
 @dataclass(frozen=True)
 class Brief:
     """One search's synthesis. ``k`` is the number of cases asked for (the aggregate
     knows how many came back); ``query`` says what was searched, e.g. "study CASE-12",
-    "image x.png" or "text 'left effusion'"; ``narrative`` is an optional LLM text."""
+    "image x.png" or "text 'left effusion'"; ``narrative`` is an optional text (e.g. an
+    analyst's); ``llm`` an optional :class:`LLMSection` (a second opinion)."""
 
     aggregate: Aggregate
     k: int
@@ -98,6 +251,7 @@ class Brief:
     generated_at: str
     narrative: str | None = None
     notes: tuple[str, ...] = field(default=())
+    llm: LLMSection | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
@@ -108,11 +262,12 @@ class Brief:
     @classmethod
     def create(cls, aggregate: Aggregate, *, k: int, query: str,
                filters: Mapping[str, object] | None = None, space: str, model: str,
-               narrative: str | None = None, notes: tuple[str, ...] = ()) -> Brief:
+               narrative: str | None = None, notes: tuple[str, ...] = (),
+               llm: LLMSection | None = None) -> Brief:
         """A brief stamped with the current UTC time."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         return cls(aggregate, k, query, dict(filters or {}), space, model, now, narrative,
-                   notes)
+                   notes, llm)
 
     # ------------------------------------------------------------------ JSON
 
@@ -123,6 +278,7 @@ class Brief:
             "space": self.space, "model": self.model, "generated_at": self.generated_at,
             "narrative": self.narrative, "notes": list(self.notes),
             "aggregate": self.aggregate.to_dict(),
+            "llm": self.llm.to_dict() if self.llm is not None else None,
         }, ensure_ascii=False, indent=indent, allow_nan=False)
 
     @classmethod
@@ -134,11 +290,13 @@ class Brief:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise InputError(f"not a {SCHEMA} document")
         try:
+            llm = data.get("llm")  # absent from briefs written before the LLM section
             return cls(aggregate=Aggregate.from_dict(data["aggregate"]), k=data["k"],
                        query=str(data["query"]), filters=dict(data["filters"]),
                        space=str(data["space"]), model=str(data["model"]),
                        generated_at=str(data["generated_at"]), narrative=data["narrative"],
-                       notes=tuple(data["notes"]))
+                       notes=tuple(data["notes"]),
+                       llm=LLMSection.from_dict(llm) if llm is not None else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"brief is missing or has a malformed field: {exc!r}") from exc
 
@@ -206,11 +364,117 @@ class Brief:
             lines.append(f"- set aside for quality: {_ids(agg.excluded_ids, max_ids)}")
         if agg.no_report_ids:
             lines.append(f"- without a report: {_ids(agg.no_report_ids, max_ids)}")
+        if self.llm is not None:
+            lines += ["", *self._llm_text(labels, max_ids, max_findings)]
         if self.narrative:
             lines += ["", f"Narrative: {self.narrative}"]
         lines += [f"Note: {n}" for n in self.notes]
         lines += ["", DISCLAIMER]
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------ LLM section
+
+    def llm_rows(self) -> list[tuple[str, LLMCount | None, int]]:
+        """(finding, LLM count or None, rules' present count) for every finding either
+        back end has present, LLM order first: what the renderings compare."""
+        if self.llm is None:
+            return []
+        rules = {c.finding: c.present for c in self.aggregate.counts}
+        rows = [(c.finding, c, rules.get(c.finding, 0)) for c in self.llm.counts
+                if c.present or rules.get(c.finding, 0)]
+        shown = {f for f, _, _ in rows}
+        rows += [(c.finding, None, c.present) for c in self.aggregate.counts
+                 if c.present and c.finding not in shown]
+        return rows
+
+    def llm_disagreements(self) -> list[tuple[str, int, int]]:
+        """(finding, LLM present, rules present) where the two present-counts differ."""
+        out = []
+        for finding, c, rules in self.llm_rows():
+            llm = c.present if c else 0
+            if llm != rules:
+                out.append((finding, llm, rules))
+        return out
+
+    def _llm_head(self) -> str:
+        llm = self.llm
+        assert llm is not None
+        if not llm.sent_ids:
+            return "no hit has a report, so nothing was sent."
+        failed = f", {len(llm.errors)} failed" if llm.errors else ""
+        return (f"{llm.n_labelled} of {_plural(len(llm.sent_ids), 'report')} "
+                f"labelled{failed}.")
+
+    def _llm_text(self, labels: Mapping[str, str] | None, max_ids: int,
+                  max_findings: int) -> list[str]:
+        llm = self.llm
+        assert llm is not None
+        lines = [f"LLM second opinion (model {llm.model}; the counts above, from the rule "
+                 f"labeller, remain the reference): {self._llm_head()}"]
+        rows = self.llm_rows()
+        for finding, c, rules in rows[:max_findings]:
+            present = c.present if c else 0
+            versus = f"rules: {rules}" if present != rules else "same as rules"
+            ids = f"; {_ids(c.present_ids, max_ids)}" if c and c.present_ids else ""
+            lines.append(f"- {self._label(finding, labels)}: LLM: {present} present "
+                         f"({versus}){ids}")
+        if len(rows) > max_findings:
+            lines.append(f"- and {len(rows) - max_findings} more findings (see JSON)")
+        if llm.sent_ids and llm.n_labelled and not rows:
+            lines.append("- the LLM finds no finding present, nor do the rules.")
+        uncertain = [c for c in llm.counts if c.uncertain]
+        if uncertain:
+            lines.append("- LLM uncertain mentions: " + ", ".join(
+                f"{c.uncertain} {self._label(c.finding, labels)}" for c in uncertain) + ".")
+        if llm.errors and self.llm_disagreements():
+            lines.append(f"- counts can differ partly because the LLM could not label "
+                         f"{_plural(len(llm.errors), 'report')}.")
+        for sid, reason in list(llm.errors.items())[:max_ids]:
+            lines.append(f"- not labelled by the LLM: {sid} ({_short(reason)})")
+        if len(llm.errors) > max_ids:
+            lines.append(f"- and {len(llm.errors) - max_ids} more not labelled (see JSON)")
+        lines.append(f"LLM usage: {llm.usage_line()}.")
+        if llm.narrative:
+            lines.append(f"LLM narrative of the rule counts: {llm.narrative}")
+        if llm.narrative_error:
+            lines.append(f"LLM narrative: none ({_short(llm.narrative_error)})")
+        return lines
+
+    def _llm_markdown(self, labels: Mapping[str, str] | None, max_ids: int,
+                      cell) -> list[str]:
+        llm = self.llm
+        assert llm is not None
+        lines = ["### LLM second opinion", "",
+                 f"Model `{cell(llm.model)}`: {self._llm_head()} A check on the rule counts "
+                 "above, which remain the brief's numbers.", ""]
+        rules = {c.finding: c.present for c in self.aggregate.counts}
+        rows = [(c.finding, c) for c in llm.counts]
+        rows += [(f, None) for f, c, _ in self.llm_rows() if c is None]
+        if rows:
+            lines += ["| finding | LLM present | rules present | LLM uncertain | LLM absent "
+                      "| study ids (LLM present) |", "|---|---:|---:|---:|---:|---|"]
+            for finding, c in rows:
+                counts = (f"{c.present} | {rules.get(finding, 0)} | {c.uncertain} | "
+                          f"{c.absent} | {cell(_ids(c.present_ids, max_ids))}" if c else
+                          f"0 | {rules.get(finding, 0)} | 0 | 0 | —")
+                lines.append(f"| {cell(self._label(finding, labels))} | {counts} |")
+            lines.append("")
+        differ = self.llm_disagreements()
+        if differ:
+            lines += ["Present counts differ: " + "; ".join(
+                f"{cell(self._label(f, labels))} (LLM: {a} present (rules: {b}))"
+                for f, a, b in differ) + ".", ""]
+        if llm.errors:
+            lines += ["Not labelled by the LLM:", ""]
+            lines += [f"- {cell(sid)}: {cell(_short(reason))}"
+                      for sid, reason in llm.errors.items()]
+            lines.append("")
+        lines.append(f"LLM usage: {llm.usage_line()}.")
+        if llm.narrative:
+            lines += ["", f"**LLM narrative of the rule counts:** {cell(llm.narrative)}"]
+        if llm.narrative_error:
+            lines += ["", f"LLM narrative: none ({cell(_short(llm.narrative_error))})"]
+        return lines
 
     def render_markdown(self, *, labels: Mapping[str, str] | None = None,
                         max_ids: int = 10) -> str:
@@ -246,6 +510,8 @@ class Brief:
         if agg.excluded_ids:
             lines.append(f"Set aside for quality flags ({', '.join(agg.exclude_flags)}): "
                          f"{cell(_ids(agg.excluded_ids, max_ids))}.")
+        if self.llm is not None:
+            lines += ["", *self._llm_markdown(labels, max_ids, cell)]
         if self.narrative:
             lines += ["", "### Narrative", "", self.narrative]
         if self.notes:

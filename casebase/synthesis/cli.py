@@ -21,14 +21,52 @@ def add_parsers(sub) -> None:
         dest="quality",
         help="drop hits with this flag before counting (reported as excluded)",
     )
+    llm = p.add_argument_group(
+        "LLM second opinion (extra 'llm'; the rule counts stay the brief's numbers)")
+    llm.add_argument(
+        "--llm",
+        nargs="?",
+        const="",
+        metavar="MODEL",
+        help="also label the hits' sanitised reports with this litellm model, e.g. "
+        "gemini/gemini-2.5-flash or ollama/llama3.1 (no MODEL: CASEBASE_LLM_MODEL)",
+    )
+    llm.add_argument("--llm-api-base", metavar="URL",
+                     help="the model's server, e.g. an OpenAI-compatible http://host:8000/v1")
+    llm.add_argument("--llm-workers", type=int, metavar="N",
+                     help="reports labelled in parallel (default 1)")
+    llm.add_argument("--llm-narrate", action="store_true",
+                     help="add the LLM's narrative of the counts (numbers checked)")
     r = sub.add_parser("relabel", help="re-extract findings after a lexicon change")
     r.add_argument("--batch", help="only this batch")
+
+
+def _llm_backend(args: argparse.Namespace):
+    """The LLM back end of ``--llm``, built before any search so that a missing model,
+    extra or option fails at once; None without ``--llm``."""
+    from casebase.errors import ConfigError
+
+    if args.llm is None:
+        given = [flag for flag, value in (("--llm-api-base", args.llm_api_base),
+                                          ("--llm-workers", args.llm_workers),
+                                          ("--llm-narrate", args.llm_narrate)) if value]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} need --llm [MODEL]")
+        return None
+    if args.llm_workers is not None and args.llm_workers < 1:
+        raise ConfigError("--llm-workers must be at least 1")
+    from casebase.config import load_settings
+    from casebase.synthesis.second_opinion import make_backend
+
+    return make_backend(args.llm, load_settings(), api_base=args.llm_api_base,
+                        workers=args.llm_workers)
 
 
 def run_brief(args: argparse.Namespace) -> int:
     from casebase.client import connect
     from casebase.retrieval.cli import filters_from_args, run_search
 
+    backend = _llm_backend(args)
     with connect() as client:
         hits = run_search(client, args)
         query = (
@@ -44,6 +82,8 @@ def run_brief(args: argparse.Namespace) -> int:
             filters=filters_from_args(args),
             exclude_flags=args.quality,
             space=args.space,
+            llm=backend,
+            narrate=args.llm_narrate,
         )
     if args.json:
         print(brief.to_json())

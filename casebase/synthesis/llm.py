@@ -119,6 +119,12 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _missing_credentials(exc: BaseException) -> bool:
+    """No API key at all: every report would fail the same way, so it is fatal."""
+    text = str(exc).lower()
+    return "missing credentials" in text or "api_key client option must be set" in text
+
+
 def _has_words(text: str) -> bool:
     """Whether there is anything to label once "XXXX" de-identification tokens are gone."""
     return re.search(r"[^\W\d_]", re.sub(r"X{2,}", " ", text)) is not None
@@ -252,6 +258,8 @@ class LLMBackend:
             except openai.BadRequestError as exc:  # this request will not get better
                 raise _Failed(f"request rejected: {_one_line(exc)}") from exc
             except openai.OpenAIError as exc:  # rate limit, 5xx, connection: worth a retry
+                if _missing_credentials(exc):  # litellm reports these as server errors
+                    raise LLMError(f"LLM {self.model}: {_one_line(exc)}") from exc
                 reason = f"{type(exc).__name__}: {_one_line(exc)}"
             except InvalidAnswer as exc:
                 reason = str(exc)
