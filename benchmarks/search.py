@@ -26,8 +26,8 @@ at every filter selectivity. This script checks both promises on synthetic data:
   2. casebase ``exact=True``;
   3. FAISS ``IndexFlatIP`` over the CXR vectors, the filter applied exactly with an
      ``IDSelectorBitmap``;
-  4. FAISS ``IndexHNSWFlat`` (M=16, efConstruction=64, inner product) with the same
-     selector and ``efSearch = --ef-search``.
+  4. FAISS ``IndexHNSWFlat`` (the same m and ef_construction as casebase, inner
+     product) with the same selector and ``efSearch = --ef-search``.
   FAISS indexes hold only the CXR vectors, as casebase's CXR partition does, and
   search on one thread (one query is one PostgreSQL backend too; builds use all cores). The
   FAISS filter is built per query from NumPy metadata arrays, and that time is
@@ -65,7 +65,7 @@ import faiss
 import numpy as np
 import psycopg
 
-from casebase.db import databases
+from casebase.db import databases, migrate
 from casebase.db import spaces as db_spaces
 from casebase.db.connection import checked_url, connect
 from casebase.ingest import synthetic
@@ -77,7 +77,6 @@ MODALITY = "CXR"
 CLUSTERS = 50
 QUERY_NOISE = 0.5  # |noise| / |vector|: cosine to the source study ~0.9
 METHODS = ("casebase", "casebase exact", "faiss flat", "faiss hnsw")
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
 
 
 # ------------------------------------------------------------------ data
@@ -228,8 +227,12 @@ def drop_database(name: str) -> None:
     databases.drop_database(checked_url(), name)
 
 
-def load_casebase(url: str, data: synthetic.SyntheticSet) -> dict[str, float]:
-    """Load with the HNSW indexes dropped, then build the CXR one once; time both."""
+def load_casebase(
+    url: str, data: synthetic.SyntheticSet, m: int | None, ef_construction: int | None
+) -> dict[str, float]:
+    """Load with the HNSW indexes dropped, then build the CXR one once; time both.
+
+    HNSW parameters: casebase's settings (as shipped) unless given."""
     dim = int(data.vectors.shape[1])
     n = len(data.study_ids)
     with connect(url, autocommit=True) as conn:
@@ -256,30 +259,41 @@ def load_casebase(url: str, data: synthetic.SyntheticSet) -> dict[str, float]:
         conn.execute("SET max_parallel_maintenance_workers = 2")
         print("  building the CXR HNSW index ...", flush=True)
         t0 = time.perf_counter()
-        db_spaces.create_vector_index(
-            conn, space, MODALITY, m=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION
-        )
+        shipped_m, shipped_efc = db_spaces.hnsw_params(conn)
+        m = shipped_m if m is None else m
+        ef_construction = shipped_efc if ef_construction is None else ef_construction
+        db_spaces.create_vector_index(conn, space, MODALITY, m=m, ef_construction=ef_construction)
         build_s = time.perf_counter() - t0
+    return {"load_s": load_s, "analyze_s": analyze_s, "build_s": build_s, **describe_casebase(url)}
+
+
+def describe_casebase(url: str) -> dict[str, object]:
+    """Sizes, settings and versions of the benchmark database as it stands."""
+    with connect(url, autocommit=True) as conn:
+        space = db_spaces.get_space(conn, SPACE)
         leaf = f"embedding_s{space.space_id}_{MODALITY.lower()}"
-        index_bytes, heap_bytes = conn.execute(
-            "SELECT pg_relation_size(%s::regclass), pg_table_size(%s::regclass)",
-            (f"casebase.{leaf}_hnsw", f"casebase.{leaf}"),
+        index_bytes, heap_bytes, options = conn.execute(
+            "SELECT pg_relation_size(%s::regclass), pg_table_size(%s::regclass),"
+            " (SELECT reloptions FROM pg_class WHERE oid = %s::regclass)",
+            (f"casebase.{leaf}_hnsw", f"casebase.{leaf}", f"casebase.{leaf}_hnsw"),
         ).fetchone()
-        threshold = conn.execute(
-            "SELECT value FROM casebase.setting WHERE key = 'exact_threshold'"
-        ).fetchone()[0]
+        built = dict(o.split("=", 1) for o in options or ())
+        threshold, ef_factor = conn.execute(
+            "SELECT (SELECT value FROM casebase.setting WHERE key = 'exact_threshold'),"
+            " (SELECT value FROM casebase.setting WHERE key = 'hnsw_ef_factor')"
+        ).fetchone()
         versions = conn.execute(
             "SELECT current_setting('server_version'), "
             "(SELECT extversion FROM pg_extension WHERE extname = 'vector'), "
             "current_setting('shared_buffers')"
         ).fetchone()
     return {
-        "load_s": load_s,
-        "analyze_s": analyze_s,
-        "build_s": build_s,
         "index_bytes": int(index_bytes),
         "heap_bytes": int(heap_bytes),
         "exact_threshold": int(threshold),
+        "hnsw_ef_factor": int(ef_factor),
+        "hnsw_m": int(built.get("m", 16)),
+        "hnsw_ef_construction": int(built.get("ef_construction", 64)),
         "postgres": versions[0],
         "pgvector": versions[1],
         "shared_buffers": versions[2],
@@ -394,8 +408,9 @@ def print_report(report: dict) -> None:
     )
     print(
         f"casebase: hnsw.ef_search={s['casebase_ef_search']} (as shipped), "
-        f"exact_threshold={s['exact_threshold']:,} rows, HNSW m={HNSW_M} "
-        f"ef_construction={HNSW_EF_CONSTRUCTION}; FAISS HNSW efSearch={s['faiss_ef_search']}"
+        f"exact_threshold={s['exact_threshold']:,} rows, HNSW m={s['hnsw_m']} "
+        f"ef_construction={s['hnsw_ef_construction']} (both sides); "
+        f"FAISS HNSW efSearch={s['faiss_ef_search']}"
     )
     print(
         f"hardware: {s['cpus']} cores, {s['ram_gib']:.0f} GiB RAM, {s['machine']}; "
@@ -459,10 +474,10 @@ def print_report(report: dict) -> None:
 
 
 # ------------------------------------------------------------------ main
-def casebase_ef_search(k: int) -> int:
-    """hnsw.ef_search as casebase.similar_to_vector sets it (revision 0004)."""
+def casebase_ef_search(k: int, factor: int) -> int:
+    """hnsw.ef_search as casebase.similar_to_vector sets it (revision 0005)."""
     k_img = min(k * 2, 2000)
-    return min(1000, max(k_img * 2, 200))
+    return min(1000, max(k_img * factor, 200))
 
 
 def main() -> None:
@@ -479,8 +494,18 @@ def main() -> None:
         default=None,
         help="FAISS HNSW efSearch (default: what casebase uses for this k)",
     )
+    parser.add_argument("--hnsw-m", type=int, default=None,
+                        help="HNSW m for both casebase and FAISS (default: casebase's setting)")
+    parser.add_argument("--hnsw-ef-construction", type=int, default=None,
+                        help="HNSW ef_construction for both (default: casebase's setting)")
     parser.add_argument("--database", default="bench_search", help="recreated each run")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="search the database an earlier --keep run loaded (same --n, --dim, --seed) "
+        "instead of recreating it; its load and build are then not timed",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
     args = parser.parse_args()
     if "CASEBASE_HOME" not in os.environ:
@@ -495,10 +520,17 @@ def main() -> None:
     all_q = make_queries(data, meta, total, args.seed)
     queries, warmup = all_q[: args.queries], all_q[args.queries :]
 
-    print(f"loading into database {args.database!r} ...", flush=True)
-    url = fresh_database(args.database)
-    pg = load_casebase(url, data)
-    print(f"  load {pg['load_s']:.0f} s, HNSW build {pg['build_s']:.0f} s", flush=True)
+    if args.reuse:
+        print(f"reusing database {args.database!r} (load and build not timed) ...", flush=True)
+        url = databases.with_database(checked_url(), args.database)
+        migrate.upgrade(url)
+        pg = {"load_s": float("nan"), "analyze_s": float("nan"), "build_s": float("nan"),
+              **describe_casebase(url)}
+    else:
+        print(f"loading into database {args.database!r} ...", flush=True)
+        url = fresh_database(args.database)
+        pg = load_casebase(url, data, args.hnsw_m, args.hnsw_ef_construction)
+        print(f"  load {pg['load_s']:.0f} s, HNSW build {pg['build_s']:.0f} s", flush=True)
 
     xb = np.ascontiguousarray(data.vectors[meta.index])
     del data  # the CXR vectors are all that is needed from here on
@@ -509,8 +541,8 @@ def main() -> None:
     flat.add(xb)
     flat_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(args.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    hnsw = faiss.IndexHNSWFlat(args.dim, int(pg["hnsw_m"]), faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = int(pg["hnsw_ef_construction"])
     hnsw.add(xb)
     hnsw_s = time.perf_counter() - t0
     graph = hnsw.hnsw
@@ -537,11 +569,13 @@ def main() -> None:
     # on a busy 2-core machine, which would flatter casebase. Builds above used all cores.
     faiss.omp_set_num_threads(1)
     conn = connect(url, autocommit=True)
+    casebase_ef = casebase_ef_search(args.k, pg["hnsw_ef_factor"])
+    faiss_ef = args.ef_search or casebase_ef
     methods = {
         "casebase": casebase_search(conn, exact=False),
         "casebase exact": casebase_search(conn, exact=True),
         "faiss flat": FaissSearch(flat, meta, None),
-        "faiss hnsw": FaissSearch(hnsw, meta, args.ef_search or casebase_ef_search(args.k)),
+        "faiss hnsw": FaissSearch(hnsw, meta, faiss_ef),
     }
     results: dict[str, dict[str, dict]] = {}
     for spec in specs:
@@ -551,7 +585,7 @@ def main() -> None:
             res = measure(fn, queries, warmup, truth[spec.label], args.k, spec)
             results[spec.label][method] = res.summary()
     conn.close()
-    if not args.keep:
+    if not (args.keep or args.reuse):
         drop_database(args.database)
 
     n_cxr = len(meta.index)
@@ -578,8 +612,8 @@ def main() -> None:
             "queries": args.queries,
             "warmup": args.warmup,
             "seed": args.seed,
-            "casebase_ef_search": casebase_ef_search(args.k),
-            "faiss_ef_search": args.ef_search or casebase_ef_search(args.k),
+            "casebase_ef_search": casebase_ef,
+            "faiss_ef_search": faiss_ef,
             "cpus": os.cpu_count(),
             "ram_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
             "machine": platform.machine(),

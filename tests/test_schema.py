@@ -40,7 +40,25 @@ def test_every_leaf_partition_has_an_hnsw_index(db_url):
             assert len(hnsw) == 1 and "vector(8)" in hnsw[0] and "vector_cosine_ops" in hnsw[0], (
                 defs
             )
+            assert "m='32'" in hnsw[0] and "ef_construction='128'" in hnsw[0], hnsw[0]
         conn.commit()
+
+
+def test_hnsw_parameters_are_settings(db_url):
+    """New leaves and rebuilt indexes take m / ef_construction from casebase.setting."""
+    with connect(db_url) as conn:
+        space = spaces.ensure_space(conn, name="s4", model_name="test", dim=4)
+        conn.execute("UPDATE casebase.setting SET value = '12' WHERE key = 'hnsw_m'")
+        spaces.ensure_partition(conn, space, "CXR")
+        assert spaces.hnsw_params(conn) == (12, 128)
+        spaces.drop_vector_index(conn, space, "CXR")
+        spaces.create_vector_index(conn, space, "CXR", ef_construction=40)
+        (indexdef,) = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'casebase' AND indexname = %s",
+            (f"embedding_s{space.space_id}_cxr_hnsw",),
+        ).fetchone()
+        assert "m='12'" in indexdef and "ef_construction='40'" in indexdef, indexdef
+        conn.rollback()
 
 
 def test_partition_rejects_wrong_dimension_and_bad_modality(db_url):

@@ -160,10 +160,25 @@ def drop_vector_index(conn, space: Space, modality: str) -> None:
     conn.execute(f'DROP INDEX IF EXISTS casebase."{leaf}_hnsw"')
 
 
+def hnsw_params(conn) -> tuple[int, int]:
+    """The installation's HNSW (m, ef_construction): what new leaves get (revision 0005)."""
+    rows = dict(
+        conn.execute(
+            "SELECT key, value FROM casebase.setting"
+            " WHERE key IN ('hnsw_m', 'hnsw_ef_construction')"
+        ).fetchall()
+    )
+    return int(rows.get("hnsw_m", 16)), int(rows.get("hnsw_ef_construction", 64))
+
+
 def create_vector_index(
-    conn, space: Space, modality: str, *, m: int = 16, ef_construction: int = 64
+    conn, space: Space, modality: str, *, m: int | None = None, ef_construction: int | None = None
 ) -> None:
-    """(Re)build a leaf's HNSW index, e.g. after a bulk back-fill."""
+    """(Re)build a leaf's HNSW index, e.g. after a bulk back-fill; parameters default to
+    the installation's settings, as for a new leaf."""
+    default_m, default_efc = hnsw_params(conn)
+    m = default_m if m is None else m
+    ef_construction = default_efc if ef_construction is None else ef_construction
     leaf = _leaf_name(space, modality)
     conn.execute(
         f'CREATE INDEX IF NOT EXISTS "{leaf}_hnsw" ON casebase."{leaf}" '
