@@ -146,6 +146,7 @@ EXACT: list[tuple[str, dict[str, str]]] = [
      {"consolidation_pneumonia": U, "no_finding": U}),
     ("Early pneumonia is in the differential.", {"consolidation_pneumonia": U, "no_finding": U}),
     ("Correlate clinically for pneumonia.", {"consolidation_pneumonia": U, "no_finding": U}),
+    ("A true pulmonary nodule is a possibility.", {"nodule_mass": U, "no_finding": U}),
     ("It is difficult to completely exclude a small pneumothorax.",
      {"pneumothorax": U, "no_finding": U}),
     # a broken device is not a broken bone

@@ -115,7 +115,8 @@ CUES: dict[tuple[str, str], tuple[str, ...]] = {
         "may not be demonstrated", "may not be seen", "may not be visible",
         "may not be apparent", "may not be detected", "may be missed",
         "would be a consideration", "is in the differential", "in the differential",
-        "would be considered",
+        "would be considered", "is a possibility", "are a possibility",
+        "remains a possibility", "is not excluded by this exam",
     ),
     ("pseudo", FORWARD): (
         "no change", "no change in", "no significant change", "no interval change",
