@@ -12,6 +12,8 @@ import pytest
 from casebase.db.connection import check_server, connect
 from casebase.errors import DatabaseError
 
+MIGRATIONS = Path(__file__).resolve().parents[1] / "casebase" / "db" / "migrations" / "versions"
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 120):
     full_env = {**os.environ, **(env or {})}
@@ -83,7 +85,11 @@ def test_db_url_works_with_psql_and_lists_views(use_db):
 def test_status_reports_schema(use_db):
     result = run_cli("db", "status")
     assert result.returncode == 0, result.stderr
-    assert "schema: 0004 (code: 0004)" in result.stdout
+    from casebase.db.migrate import head_revision
+
+    head = head_revision()
+    assert head == sorted(p.name[:4] for p in MIGRATIONS.glob("0*.py"))[-1]
+    assert f"schema: {head} (code: {head})" in result.stdout
 
 
 def test_two_processes_start_one_server(tmp_path: Path, casebase_home):
