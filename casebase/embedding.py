@@ -49,6 +49,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,10 @@ __all__ = ["PRESETS", "Encoder", "Preprocess", "Preset", "SpaceSpec", "default_w
 
 logger = logging.getLogger(__name__)
 _WORKER_NICENESS = 10
+#: About the least CPU time a decode worker spends on one image (read, decode, resize):
+#: a model faster than this per image, times the workers, runs single-threaded in
+#: ``embed_stream`` (see ``Encoder._cpu_threads_for_stream``).
+_DECODE_SECONDS_PER_IMAGE = 0.002
 T = TypeVar("T")
 
 _NORMS = {
@@ -93,9 +98,16 @@ class Preprocess:
 
     16-bit and float greyscale images (``I;16``, ``I``, ``F``) are first scaled
     min–max to 8 bits: PIL's ``convert("RGB")`` would clip them to white.
+
+    ``grey_ok``: the transform gives the very same tensor for an 8-bit grey (``L``)
+    image as for its RGB copy (open_clip's transforms resize and crop, then convert to
+    RGB), checked once by ``load_encoder``. Resizing one band instead of three is what
+    makes it worth knowing: ingest hands grey films over as ``L``. Without it an ``L``
+    image is converted to RGB first.
     """
 
     transform: Callable[[Any], Any]
+    grey_ok: bool = False
 
     def __call__(self, image: Any) -> Any:
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -105,16 +117,39 @@ class Preprocess:
             low, high = float(pixels.min()), float(pixels.max())
             scaled = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0
             image = Image.fromarray(scaled.round().astype(np.uint8))
+        if image.mode == "L" and not self.grey_ok:
+            image = image.convert("RGB")
         return self.transform(image)
 
 
-def default_workers() -> int:
-    """Decode workers for ``embed_stream``: one core is left to the model (and main loop)."""
+def _grey_invariant(transform: Callable[[Any], Any]) -> bool:
+    """True when ``transform`` maps a grey image and its RGB copy to equal tensors."""
+    import torch
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    probe = Image.fromarray(rng.integers(0, 256, (83, 117), dtype=np.uint8))  # mode L
+    try:
+        grey, rgb = transform(probe), transform(probe.convert("RGB"))
+    except Exception:  # a transform that rejects L images
+        return False
+    return (isinstance(grey, torch.Tensor) and isinstance(rgb, torch.Tensor)
+            and grey.shape == rgb.shape and bool(torch.equal(grey, rgb)))
+
+
+def default_workers(device: str = "cpu") -> int:
+    """Decode workers for ``embed_stream`` (at most 8).
+
+    On a GPU host one core is left to the process feeding the GPU. On CPU there is one
+    per core: the workers run at a lower priority than the model (``_yield_to_model``),
+    so they take the cores only when the model leaves them idle, and a model cheaper
+    than decoding (tiny-random) then has every core decoding for it.
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus - 1))
+    return max(1, min(8, cpus if device == "cpu" else cpus - 1))
 
 
 class Encoder:
@@ -210,7 +245,7 @@ class Encoder:
         items = list(items)
         if not items:
             return
-        workers = default_workers() if workers is None else workers
+        workers = default_workers(self.device) if workers is None else workers
         if workers < 0 or batch_size < 1:
             raise InputError(f"need workers >= 0 and batch_size >= 1, got {workers}, {batch_size}")
         loader = DataLoader(
@@ -220,16 +255,62 @@ class Encoder:
             prefetch_factor=4 if workers else None,
             worker_init_fn=_yield_to_model if self.device == "cpu" else None,
         )
-        for ok_idx, batch, failed_idx, extras in loader:
-            vectors = (self.encode_images(batch) if batch is not None
-                       else np.empty((0, self.spec.dim), np.float32))
-            failed = [(items[i], reason) for i, reason in failed_idx]
-            for item, reason in failed:
-                logger.debug("cannot embed %r: %s", item, reason)
-            if progress is not None:
-                progress(len(ok_idx) + len(failed))
-            ok = [items[i] for i in ok_idx]
-            yield (list(zip(ok, extras, strict=True)) if with_extra else ok), vectors, failed
+        batches = iter(loader)  # workers start decoding while the probe below runs
+        with self._cpu_threads_for_stream(workers):
+            for ok_idx, batch, failed_idx, extras in batches:
+                vectors = (self.encode_images(batch) if batch is not None
+                           else np.empty((0, self.spec.dim), np.float32))
+                failed = [(items[i], reason) for i, reason in failed_idx]
+                for item, reason in failed:
+                    logger.debug("cannot embed %r: %s", item, reason)
+                if progress is not None:
+                    progress(len(ok_idx) + len(failed))
+                ok = [items[i] for i in ok_idx]
+                yield (list(zip(ok, extras, strict=True)) if with_extra else ok), vectors, failed
+
+    @contextlib.contextmanager
+    def _cpu_threads_for_stream(self, workers: int) -> Iterator[None]:
+        """One intra-op thread for a model much cheaper than decoding, while streaming.
+
+        On CPU, a model that embeds an image in well under the time a decode worker
+        needs for it (tiny-random: ~0.1 ms against ~5 ms) is never the bottleneck of
+        ``embed_stream``; with several intra-op threads it only spins at each op's
+        barrier while the workers hold the cores, and that spinning takes their CPU.
+        A single-threaded probe on blank images decides; larger models keep torch's
+        threads. The vectors are the same bit for bit on one thread or several (tested
+        for tiny-random, and checked for ViT-B-32); the probe's are thrown away.
+        """
+        import torch
+
+        threads = torch.get_num_threads()
+        if self.device != "cpu" or workers == 0 or threads == 1:
+            yield
+            return
+        size = self.spec.image_size
+        torch.set_num_threads(1)
+        cheap = False
+        try:
+            # One image twice (the first call also warms the model up): a large model
+            # shows itself at once (~0.1 s for a ViT-B); then 16, as one image is
+            # mostly per-call overhead for a small model.
+            for n, too_slow in ((1, 0.1), (1, 10 * _DECODE_SECONDS_PER_IMAGE), (16, None)):
+                start = time.thread_time()  # CPU time: other jobs on the host do not count
+                self.encode_images(torch.zeros(n, 3, size, size))
+                per_image = (time.thread_time() - start) / n
+                if too_slow is not None and per_image > too_slow:
+                    break
+            else:
+                cheap = per_image * workers < _DECODE_SECONDS_PER_IMAGE
+        finally:
+            if not cheap:
+                torch.set_num_threads(threads)
+        if cheap:
+            logger.debug("model is cheaper than decoding: 1 intra-op thread while streaming")
+        try:
+            yield
+        finally:
+            if cheap:
+                torch.set_num_threads(threads)
 
 
 def _yield_to_model(worker_id: int) -> None:
@@ -331,7 +412,8 @@ def load_encoder(
                      dim=_embed_dim(net), image_size=_p.image_size(pp["size"]),
                      preprocess=_describe(pp))
     logger.info("loaded %s (%s, dim %d) on %s", spec.name, spec.preprocess, spec.dim, device)
-    return Encoder(net, Preprocess(transform), spec, device, arch)
+    return Encoder(net, Preprocess(transform, _grey_invariant(transform)), spec, device,
+                   arch)
 
 
 def _resolve_device(torch: Any, device: str | None) -> str:

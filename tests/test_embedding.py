@@ -179,6 +179,41 @@ def test_stream_with_extra_returns_what_the_worker_measured(tiny: Encoder,
     assert sum(len(f) for _, _, f in batches) == 3
 
 
+def test_grey_image_gives_the_tensor_of_its_rgb_copy(tiny: Encoder) -> None:
+    """Ingest hands grey films over as one band (a third of the resizing): the tensor,
+    hence the vector, must be exactly that of the RGB image load_image would give."""
+    assert tiny.preprocess.grey_ok
+    for image in _images(4):
+        grey = image.convert("L")
+        assert torch.equal(tiny.preprocess(grey), tiny.preprocess(grey.convert("RGB")))
+
+
+def test_preprocess_without_grey_ok_converts_grey_to_rgb_first() -> None:
+    from casebase.embedding import Preprocess
+
+    seen: list[str] = []
+    preprocess = Preprocess(lambda image: seen.append(image.mode) or image, grey_ok=False)
+    preprocess(Image.new("L", (8, 8)))
+    preprocess(Image.new("RGB", (8, 8)))
+    assert seen == ["RGB", "RGB"]
+
+
+def test_cheap_model_streams_on_one_thread_then_restores(tiny: Encoder,
+                                                          image_dir: list[Path]) -> None:
+    """tiny-random embeds far faster than a worker decodes: its intra-op threads would only
+    spin against the workers, so the stream runs it on one thread (same vectors)."""
+    before = torch.get_num_threads()
+    if before == 1:
+        pytest.skip("torch already runs on one thread here")
+    during = [torch.get_num_threads() for _ in tiny.embed_stream(image_dir, load_path,
+                                                                 batch_size=3, workers=2)]
+    assert set(during) == {1}
+    assert torch.get_num_threads() == before
+    in_process = [torch.get_num_threads() for _ in tiny.embed_stream(image_dir, load_path,
+                                                                     batch_size=3, workers=0)]
+    assert set(in_process) == {before}
+
+
 def test_empty_stream_yields_nothing(tiny: Encoder) -> None:
     assert list(tiny.embed_stream([], load_path)) == []
 

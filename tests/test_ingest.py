@@ -237,6 +237,138 @@ def test_two_shards_load_disjoint_halves_and_complete_the_batch(server_url, shar
         drop_database(server_url, "t_ingest_shards")
 
 
+FULL_ROWS = {
+    "image": "SELECT s.study_id, i.uri, i.sha256, i.size_bytes, i.width, i.height, i.view, "
+    "i.flags, i.quality::text FROM casebase.image i JOIN casebase.study s USING (study_pk)",
+    "report": "SELECT s.study_id, r.findings, r.impression, r.removed "
+    "FROM casebase.report r JOIN casebase.study s USING (study_pk)",
+    "finding": "SELECT s.study_id, f.finding, f.status, f.backend, f.version, f.evidence, "
+    "f.location::text FROM casebase.finding f JOIN casebase.study s USING (study_pk)",
+    "embedding": "SELECT study_id, image_pk IS NOT NULL, flags, view, vec::text "
+    "FROM casebase.embedding",
+}
+
+
+def full_rows(url: str) -> dict[str, list]:
+    with connect(url) as conn:
+        return {k: sorted(conn.execute(q).fetchall()) for k, q in FULL_ROWS.items()}
+
+
+def test_decode_workers_store_what_the_plain_path_computes(server_url, shared_data, tmp_path):
+    """Workers (decode, hash, quality, report sanitising and labelling) store the same rows
+    as in-process decoding, and those are what load_image + measure_quality +
+    sanitize_report + labelled_findings give when called directly."""
+    import hashlib
+    import json
+
+    from casebase.ingest.images import load_image
+    from casebase.ingest.quality import measure_quality
+    from casebase.ingest.sanitize import sanitize_report
+    from casebase.synthesis.evidence import labelled_findings
+    from tests.conftest import drop_database, make_database
+
+    manifest = covid_subset(shared_data, tmp_path, 48)
+    opts = {
+        "model": "tiny-random",
+        "progress": False,
+        "batch_size": 8,
+        "chunk_size": 16,
+        "columns": dict(p.split("=") for p in COVID_COLUMNS.split(",")),
+        "defaults": {"body_part": "chest"},
+        "images_root": str(shared_data / "covid_cxr"),
+    }
+    urls = {w: make_database(server_url, f"t_ingest_workers_{w}") for w in (0, 2)}
+    try:
+        for workers, url in urls.items():
+            summary = ingest(manifest, IngestOptions(batch="w", workers=workers, **opts), url=url)
+            assert summary.loaded > 40, summary
+        rows = full_rows(urls[0])
+        assert rows == full_rows(urls[2])
+        assert rows["finding"], "the covid notes mention findings"
+        for _, uri, sha, size, width, height, _, _, quality in rows["image"]:
+            data = Path(uri).read_bytes()
+            assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+            image = load_image(uri)
+            assert (width, height) == image.size
+            assert json.loads(quality) == measure_quality(image).as_dict()
+        with connect(urls[0]) as conn:
+            raw = dict(
+                conn.execute(
+                    "SELECT study_id, raw_text FROM casebase.study s JOIN casebase.report_raw "
+                    "USING (study_pk)"
+                ).fetchall()
+            )
+        expected = []
+        for study_id, text in raw.items():
+            clean = sanitize_report(report=text)
+            for f in labelled_findings(clean.findings, clean.impression):
+                expected.append((study_id, f.finding, f.status, f.evidence))
+        assert sorted(expected) == sorted((r[0], r[1], r[2], r[5]) for r in rows["finding"])
+    finally:
+        for w in urls:
+            drop_database(server_url, f"t_ingest_workers_{w}")
+
+
+def test_quality_filter_is_the_sliding_window_filter() -> None:
+    """The shifted-views min/max filter equals the plain sliding-window definition."""
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from casebase.ingest.quality import _filter
+
+    def reference(arr, size, reduce):
+        pad = size // 2
+        rows = np.pad(arr, ((0, 0), (pad, pad)), mode="edge")
+        rows = reduce.reduce(sliding_window_view(rows, size, axis=1), axis=-1)
+        cols = np.pad(rows, ((pad, pad), (0, 0)), mode="edge")
+        return reduce.reduce(sliding_window_view(cols, size, axis=0), axis=-1)
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (2, 9), (7, 3), (64, 51), (256, 256)]:
+        arr = rng.integers(0, 256, shape).astype(np.float32)
+        for size in (1, 3, 5):
+            for reduce in (np.minimum, np.maximum):
+                got = _filter(arr, size, reduce)
+                np.testing.assert_array_equal(got, reference(arr, size, reduce))
+
+
+def test_decode_reads_each_file_once_with_load_images_reasons(tmp_path, shared_data):
+    """decode_image hashes and decodes the same bytes; bad files fail as load_image does."""
+    import hashlib
+
+    from PIL import Image
+
+    from casebase.errors import InputError
+    from casebase.ingest.decode import decode_image
+    from casebase.ingest.images import load_image
+    from casebase.ingest.studies import ImageInput
+
+    def item(path):
+        return (ImageInput(path, "m.csv", "line 2", None, ()), "CXR")
+
+    grey_rgb = tmp_path / "grey_rgb.png"
+    Image.new("L", (40, 30), 90).convert("RGB").save(grey_rgb)
+    colour = tmp_path / "colour.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(colour)
+    covid = sorted((shared_data / "covid_cxr" / "images").glob("*.jp*g"))[:3]
+    for path in [grey_rgb, colour, *covid]:
+        image, facts = decode_image(item(path))
+        rgb = load_image(path)
+        assert facts.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert image.convert("RGB").tobytes() == rgb.tobytes()
+    assert decode_image(item(grey_rgb))[0].mode == "L"
+    assert decode_image(item(colour))[0].mode == "RGB"
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("FINDINGS: none\n")
+    for bad in ("empty.png", "notes.png", "gone.png", "."):
+        path = tmp_path / bad
+        with pytest.raises(InputError) as expected:
+            load_image(path)
+        with pytest.raises(InputError) as got:
+            decode_image(item(path))
+        assert str(got.value) == str(expected.value)
+
+
 @pytest.mark.parametrize("shard", ["3/2", "x", "1/0"])
 def test_bad_shard_is_a_clear_error(shard):
     from casebase.errors import InputError

@@ -19,6 +19,7 @@ half-grey image would be embedded as if it were real.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from pathlib import Path
 
@@ -31,6 +32,7 @@ __all__ = [
     "DICOM_SUFFIXES",
     "has_dicom_preamble",
     "load_image",
+    "read_image_file",
     "sha256_file",
     "to_uint8",
 ]
@@ -97,10 +99,10 @@ def to_uint8(arr: np.ndarray, *, low: float | None = None, high: float | None = 
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _describe_non_image(path: Path) -> str:
-    """What a file that no decoder recognises looks like, without echoing its content."""
-    with open(path, "rb") as handle:
-        head = handle.read(512)
+def _describe_non_image(head: bytes) -> str:
+    """What a file that no decoder recognises looks like (from its first 512 bytes),
+    without echoing its content."""
+    head = head[:512]
     if head.startswith(b"%PDF"):
         return "looks like a PDF"
     if head.startswith(b"PK\x03\x04"):
@@ -114,12 +116,14 @@ def _describe_non_image(path: Path) -> str:
     return "looks like a text file"
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode → RGB. Alpha is composited on black (radiograph background)."""
-    if image.mode == "RGB":
+def _to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
+    """Any PIL mode → RGB (or ``L`` for grey images with ``keep_grey``). Alpha is
+    composited on black (radiograph background)."""
+    if image.mode == "RGB" or (keep_grey and image.mode == "L"):
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(to_uint8(np.asarray(image)), mode="L").convert("RGB")
+        grey = Image.fromarray(to_uint8(np.asarray(image)), mode="L")
+        return grey if keep_grey else grey.convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif image.mode in ("LA", "La", "PA", "RGBa"):
@@ -130,12 +134,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` into an RGB image, EXIF orientation applied; DICOM via its header.
-
-    Raises ``InputError`` with one of the reasons listed in the module docstring.
-    """
-    path = Path(path)
+def _check_file(path: Path) -> None:
+    """A regular, non-empty file, or ``InputError`` with the module's reasons."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -147,22 +147,66 @@ def load_image(path: str | Path) -> Image.Image:
     if size == 0:
         raise InputError(f"zero-byte file: {path}")
 
-    if path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path):
+
+def read_image_file(path: str | Path) -> bytes:
+    """All bytes of an image file, after the checks of :func:`load_image` (same reasons).
+
+    Ingest hashes these bytes and decodes them with ``load_image(path, data=...)``: the
+    file is read once, and the pixels embedded are those of the bytes hashed.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"file not found: {path}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read file ({path}: {exc.strerror or exc})") from exc
+    if not data:
+        raise InputError(f"zero-byte file: {path}")
+    return data
+
+
+def load_image(
+    path: str | Path, *, data: bytes | None = None, keep_grey: bool = False
+) -> Image.Image:
+    """Decode ``path`` into an RGB image, EXIF orientation applied; DICOM via its header.
+
+    ``data``, when given, is the file's content as :func:`read_image_file` returned it:
+    it is decoded instead of reading the file again (DICOM is still read from ``path``).
+    With ``keep_grey``, an image that decodes to one grey band is returned as 8-bit
+    ``L`` (the pixels its RGB copy would repeat three times), not RGB.
+    Raises ``InputError`` with one of the reasons listed in the module docstring.
+    """
+    path = Path(path)
+    if data is None:
+        _check_file(path)
+        is_dicom = path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path)
+    elif not data:
+        raise InputError(f"zero-byte file: {path}")
+    else:
+        is_dicom = path.suffix.lower() in DICOM_SUFFIXES or data[128:132] == b"DICM"
+
+    if is_dicom:
         try:
             from casebase.ingest import dicom
         except ImportError as exc:  # pydicom is the optional `dicom` extra
             raise ConfigError(
                 f"reading DICOM needs pydicom: pip install 'casebase[dicom]' ({exc})"
             ) from exc
-        return dicom.dicom_to_image(path).convert("RGB")
+        image = dicom.dicom_to_image(path)
+        return image if keep_grey and image.mode == "L" else image.convert("RGB")
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return _to_rgb(image, keep_grey=keep_grey)
     except UnidentifiedImageError:
-        raise InputError(f"not an image ({path.name}: {_describe_non_image(path)})") from None
+        if data is None:
+            with open(path, "rb") as handle:
+                data = handle.read(512)
+        raise InputError(f"not an image ({path.name}: {_describe_non_image(data)})") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"image too large ({path.name}: {exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -198,6 +199,9 @@ class _BatchRun:
         self.counts: dict[str, Counter] = defaultdict(Counter)
         self.loaded = self.skipped = self.rejected = self.images_done = 0
         self.ready: list[load.PreparedStudy] = []
+        self.finding_backend = self.finding_version = ""
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future | None = None
 
     # ------------------------------------------------------------------ bookkeeping
     def _reject_study(self, study: StudyInput, reasons: dict[int, str], default: str) -> None:
@@ -225,8 +229,19 @@ class _BatchRun:
     def execute(self, encoder) -> None:
         self.rejected += len({(r.source, r.row_ref) for r in self.pending_rejects})
         todo = self._skip_existing()
-        self._embed(encoder, todo)
-        self._flush(final=True)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="casebase-copy")
+        try:
+            self._embed(encoder, todo)
+            self._flush(final=True)
+        finally:
+            # On an error here, the chunk in flight still commits or rolls back whole
+            # before the connection is closed; its own error, if any, is only logged.
+            if self._writing is not None:
+                try:
+                    self._wait_writer()
+                except Exception:
+                    log.exception("writing the last chunk failed too")
+            self._writer.shutdown(wait=True)
 
     def _skip_existing(self) -> list[StudyInput]:
         from casebase.ingest.images import sha256_file
@@ -258,28 +273,44 @@ class _BatchRun:
         return todo
 
     def _embed(self, encoder, todo: list[StudyInput]) -> None:
-        from casebase.ingest.decode import decode_image
+        if not todo:
+            return
+        from casebase.embedding import default_workers
+        from casebase.ingest.decode import decode_image, warm_labeller
+        from casebase.synthesis import BACKEND, LABELLER_VERSION
 
-        items = [(img, s.modality) for s in todo for img in s.images]
+        self.finding_backend, self.finding_version = BACKEND, LABELLER_VERSION
+        # A study's report goes with its first image: the decode worker that has that
+        # image sanitises and labels it, off the model's process.
+        items = [
+            (img, s.modality, _report_parts(s) if i == 0 else None)
+            for s in todo
+            for i, img in enumerate(s.images)
+        ]
         owner = {id(img): s for s in todo for img in s.images}
         results: dict[str, dict[int, tuple]] = defaultdict(dict)
         failures: dict[str, list[tuple]] = defaultdict(list)
+        workers = self.options.workers
+        if workers is None:
+            workers = default_workers(encoder.device)
+        if any(item[2] is not None for item in items):
+            warm_labeller()  # fails fast; forked workers inherit it loaded
         bar = _progress(len(items), self.options.progress)
         try:
             for ok, vectors, failed in encoder.embed_stream(
                 items,
                 decode_image,
                 batch_size=self.options.batch_size,
-                workers=self.options.workers,
+                workers=workers,
                 with_extra=True,
                 progress=bar.update if bar is not None else None,
             ):
                 touched: list[StudyInput] = []
-                for ((img, _), facts), vec in zip(ok, vectors, strict=True):
+                for ((img, *_), facts), vec in zip(ok, vectors, strict=True):
                     study = owner[id(img)]
                     results[study.study_id][id(img)] = (facts, vec)
                     touched.append(study)
-                for (img, _), reason in failed:
+                for (img, *_), reason in failed:
                     study = owner[id(img)]
                     failures[study.study_id].append((img, reason))
                     touched.append(study)
@@ -290,7 +321,10 @@ class _BatchRun:
                             study, results.pop(study.study_id), failures.pop(study.study_id, [])
                         )
                 self.images_done += len(ok) + len(failed)
-                if len(self.ready) >= self.options.chunk_size:
+                # A chunk goes when it is full, or as soon as the writer is free: what is
+                # ready then is written while the model runs, not left for the end.
+                writer_free = self._writing is None or self._writing.done()
+                if len(self.ready) >= self.options.chunk_size or (self.ready and writer_free):
                     self._flush()
         finally:
             if bar is not None:
@@ -304,7 +338,6 @@ class _BatchRun:
         self.ready.append(self._prepare(study, results))
 
     def _prepare(self, study: StudyInput, results: dict) -> load.PreparedStudy:
-        from casebase.ingest.sanitize import sanitize_report
         from casebase.ingest.values import patient_key
 
         images = []
@@ -323,14 +356,7 @@ class _BatchRun:
                     vector=vec,
                 )
             )
-        has_report = bool(study.findings or study.impression or study.report)
-        sanitized = (
-            sanitize_report(
-                findings=study.findings, impression=study.impression, report=study.report
-            )
-            if has_report
-            else None
-        )
+        report = results[id(study.images[0])][0].report  # sanitised + labelled by a worker
         raw = "\n\n".join(
             f"{name.upper()}: {text}" if name != "report" else text
             for name, text in (
@@ -340,24 +366,37 @@ class _BatchRun:
             )
             if text
         )
-        findings, backend, version = _label(sanitized)
         return load.PreparedStudy(
             study=study,
             patient_key=patient_key(study.patient_id, self.salt) if study.patient_id else None,
             content_sha256=content_sha256(study, [i.sha256 for i in images]),
             flags=study.flags,
-            sanitized=sanitized,
+            sanitized=report.sanitized if report is not None else None,
             raw_report=raw or None,
-            findings=findings,
+            findings=list(report.findings) if report is not None else [],
             images=images,
-            finding_backend=backend,
-            finding_version=version,
+            finding_backend=self.finding_backend,
+            finding_version=self.finding_version,
         )
 
     def _flush(self, final: bool = False) -> None:
-        if not self.ready and not (final and self.pending_rejects):
-            return
-        chunk, rejects = self.ready, self.pending_rejects
+        """Hand the ready studies (and pending rejects) to the writer thread.
+
+        The writer commits one chunk (at most ``chunk_size`` whole studies) per
+        transaction, in order, on this run's connection (which nothing else uses
+        meanwhile), while this thread goes on embedding: the COPY, and the HNSW inserts it
+        makes the server do, overlap the model. At most one chunk is in flight, so memory
+        stays bounded; ``final`` waits for the last one.
+        """
+        if self.ready or (final and self.pending_rejects):
+            chunk, rejects = self.ready, self.pending_rejects
+            self.ready, self.pending_rejects = [], []
+            self._wait_writer()
+            self._writing = self._writer.submit(self._write, chunk, rejects)
+        if final:
+            self._wait_writer()
+
+    def _write(self, chunk: list[load.PreparedStudy], rejects: list[Reject]) -> list:
         with self.conn.transaction():
             load.write_chunk(
                 self.conn,
@@ -366,20 +405,23 @@ class _BatchRun:
                 studies=chunk,
                 rejects=rejects,
             )
-        for p in chunk:
+        return chunk
+
+    def _wait_writer(self) -> None:
+        """Wait for the chunk in flight; count its studies loaded, or raise its error."""
+        if self._writing is None:
+            return
+        writing, self._writing = self._writing, None
+        for p in writing.result():
             self.loaded += 1
             self.counts[p.study.modality]["loaded"] += 1
-        self.ready, self.pending_rejects = [], []
 
 
-def _label(sanitized) -> tuple[list[load.PreparedFinding], str, str]:
-    """Rule-based findings of the sanitised text (the shared labeller of synthesis)."""
-    from casebase.synthesis import BACKEND, LABELLER_VERSION
-    from casebase.synthesis.evidence import labelled_findings
-
-    if sanitized is None:
-        return [], BACKEND, LABELLER_VERSION
-    return labelled_findings(sanitized.findings, sanitized.impression), BACKEND, LABELLER_VERSION
+def _report_parts(study: StudyInput) -> tuple | None:
+    """What the decode worker sanitises and labels, or None for a study without a report."""
+    if study.findings or study.impression or study.report:
+        return (study.findings, study.impression, study.report)
+    return None
 
 
 def _progress(total: int, enabled: bool | None):

@@ -22,7 +22,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 __all__ = [
@@ -91,25 +90,41 @@ class ImageQuality:
 
 
 def _reduced_grey(image: Image.Image) -> np.ndarray:
+    """The image as 8-bit grey (uint8), reduced to at most MAX_SIDE pixels a side."""
     grey = image if image.mode == "L" else image.convert("L")
     factor = math.ceil(max(grey.size) / MAX_SIDE)
     if factor > 1:
         grey = grey.reduce(factor)
-    return np.asarray(grey, dtype=np.float32)
+    return np.asarray(grey)
 
 
 def _filter(arr: np.ndarray, size: int, reduce: np.ufunc) -> np.ndarray:
-    """Separable min/max filter with a ``size`` square, edges replicated."""
+    """Separable min/max filter with a ``size`` square, edges replicated.
+
+    Each pass folds ``size`` shifted views of the padded array into one output with
+    ``reduce`` (``np.minimum`` / ``np.maximum``): exact, and about twenty times faster
+    than reducing over a ``sliding_window_view`` (strided windows defeat numpy's SIMD
+    loops), which made this the slowest step of a decode worker.
+    """
     pad = size // 2
+    height, width = arr.shape
     rows = np.pad(arr, ((0, 0), (pad, pad)), mode="edge")
-    rows = reduce.reduce(sliding_window_view(rows, size, axis=1), axis=-1)
-    cols = np.pad(rows, ((pad, pad), (0, 0)), mode="edge")
-    return reduce.reduce(sliding_window_view(cols, size, axis=0), axis=-1)
+    out = rows[:, :width].copy()
+    for shift in range(1, size):
+        reduce(out, rows[:, shift : shift + width], out=out)
+    cols = np.pad(out, ((pad, pad), (0, 0)), mode="edge")
+    out = cols[:height].copy()
+    for shift in range(1, size):
+        reduce(out, cols[shift : shift + height], out=out)
+    return out
 
 
 def _text_likelihood(grey: np.ndarray) -> float:
+    """``grey``: uint8. Min/max filters are exact on integers, and a quarter of the
+    memory traffic of float32."""
     opened = _filter(_filter(grey, TEXT_KERNEL, np.minimum), TEXT_KERNEL, np.maximum)
-    strokes = ((grey - opened) >= TEXT_TOPHAT_MIN) & (grey >= TEXT_BRIGHT_MIN)
+    tophat = grey.astype(np.int16) - opened
+    strokes = (tophat >= TEXT_TOPHAT_MIN) & (grey >= TEXT_BRIGHT_MIN)
     density = float(strokes.mean())
     return 1.0 - math.exp(-density / TEXT_DENSITY_SCALE)
 
@@ -117,16 +132,18 @@ def _text_likelihood(grey: np.ndarray) -> float:
 def measure_quality(image: Image.Image) -> ImageQuality:
     """The :class:`ImageQuality` of a decoded image (any mode; measured as 8-bit grey)."""
     width, height = image.size
-    grey = _reduced_grey(image)
-    p01, p99 = np.percentile(grey, [1, 99])
+    grey8 = _reduced_grey(image)
+    grey = grey8.astype(np.float32)  # mean and std as float32 sums (the stored values)
+    # Percentiles interpolate in float64 either way; on uint8 the partition is cheaper.
+    p01, p99 = np.percentile(grey8, [1, 99])
     return ImageQuality(
         mean=round(float(grey.mean()), 3),
         std=round(float(grey.std()), 3),
         p01=float(p01),
         p99=float(p99),
-        saturated_low=round(float((grey <= SATURATED_LOW_LEVEL).mean()), 5),
-        saturated_high=round(float((grey >= SATURATED_HIGH_LEVEL).mean()), 5),
-        text_likelihood=round(_text_likelihood(grey), 4),
+        saturated_low=round(float((grey8 <= SATURATED_LOW_LEVEL).mean()), 5),
+        saturated_high=round(float((grey8 >= SATURATED_HIGH_LEVEL).mean()), 5),
+        text_likelihood=round(_text_likelihood(grey8), 4),
         width=width,
         height=height,
     )
