@@ -309,6 +309,51 @@ def test_decode_workers_store_what_the_plain_path_computes(server_url, shared_da
             drop_database(server_url, f"t_ingest_workers_{w}")
 
 
+def test_a_failing_chunk_write_stops_the_batch_with_its_error(
+    server_url, shared_data, tmp_path, monkeypatch
+):
+    """Chunks are written by a thread while the model runs: its error still reaches the
+    caller, and what was committed before it is whole studies only."""
+    from casebase.ingest import load
+    from tests.conftest import drop_database, make_database
+
+    real = load.write_chunk
+    calls = []
+
+    def failing(conn, **kwargs):
+        calls.append(len(kwargs["studies"]))
+        if len(calls) == 2:
+            raise RuntimeError("disk full (simulated)")
+        return real(conn, **kwargs)
+
+    monkeypatch.setattr(load, "write_chunk", failing)
+    manifest = covid_subset(shared_data, tmp_path, 24)
+    url = make_database(server_url, "t_ingest_writer_error")
+    try:
+        options = IngestOptions(
+            batch="w",
+            model="tiny-random",
+            workers=0,
+            progress=False,
+            batch_size=4,
+            chunk_size=4,
+            columns=dict(p.split("=") for p in COVID_COLUMNS.split(",")),
+            defaults={"body_part": "chest"},
+            images_root=str(shared_data / "covid_cxr"),
+        )
+        with pytest.raises(RuntimeError, match="disk full"):
+            ingest(manifest, options, url=url)
+        with connect(url) as conn:
+            studies = conn.execute("SELECT count(*) FROM casebase.study").fetchone()[0]
+            half = conn.execute(
+                "SELECT count(*) FROM casebase.study s WHERE NOT EXISTS "
+                "(SELECT 1 FROM casebase.embedding e WHERE e.study_pk = s.study_pk)"
+            ).fetchone()[0]
+        assert studies == calls[0] and half == 0
+    finally:
+        drop_database(server_url, "t_ingest_writer_error")
+
+
 def test_quality_filter_is_the_sliding_window_filter() -> None:
     """The shifted-views min/max filter equals the plain sliding-window definition."""
     import numpy as np

@@ -129,6 +129,8 @@ def _to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
     elif image.mode in ("LA", "La", "PA", "RGBa"):
         image = image.convert("RGBA")
     if image.mode == "RGBA":
+        if image.getchannel("A").getextrema() == (255, 255):
+            return image.convert("RGB")  # opaque: compositing would change no pixel
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, image).convert("RGB")
     return image.convert("RGB")
