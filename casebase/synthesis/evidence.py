@@ -16,11 +16,11 @@ class LabelledFinding:
 def labelled_findings(findings: str | None, impression: str | None) -> list[LabelledFinding]:
     """Report-level status per finding (``label_report``), with the first sentence that
     gave that status as evidence, so an analyst can see why a study was counted."""
-    from casebase.synthesis import extract, label_report
+    from casebase.synthesis.extract import extract, rollup
 
     text = "\n".join(t for t in (findings, impression) if t)
-    statuses = label_report(text)
-    mentions = extract(text) if statuses else []
+    mentions = extract(text)  # parsed once: label_report(text) is rollup(extract(text))
+    statuses = rollup(mentions)
     out = []
     for finding, status in sorted(statuses.items()):
         ev = next((m for m in mentions if m.finding == finding and m.status == status), None)
