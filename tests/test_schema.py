@@ -61,6 +61,45 @@ def test_hnsw_parameters_are_settings(db_url):
         conn.rollback()
 
 
+def _leaf_indexes(conn, table: str) -> dict[str, str]:
+    return dict(
+        conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'casebase' "
+            "AND tablename = %s",
+            (table,),
+        ).fetchall()
+    )
+
+
+def test_revision_0006_gives_existing_and_new_leaves_a_covering_filter_index(server_url):
+    """The exact route filters with an index-only scan: every filter column is in it."""
+    url = make_database(server_url, "t_filter_index", migrate=False)
+    try:
+        migrate.upgrade(url, "0005")
+        with connect(url) as conn:
+            space = spaces.ensure_space(conn, name="s4", model_name="test", dim=4)
+            old_leaf = spaces.ensure_partition(conn, space, "CXR")
+            conn.commit()
+        migrate.upgrade(url)
+        with connect(url) as conn:
+            new_leaf = spaces.ensure_partition(conn, space, "KXR")
+            conn.commit()
+            for leaf in (old_leaf, new_leaf):
+                indexes = _leaf_indexes(conn, leaf)
+                assert f"{leaf}_sex_age" not in indexes, indexes
+                covering = indexes[f"{leaf}_filters"]
+                assert (
+                    "(sex, age) INCLUDE (view, flags, study_date, batch, patient_key, "
+                    "study_id, image_pk)" in covering
+                ), covering
+        migrate.downgrade(url, "0005")
+        with connect(url) as conn:
+            indexes = _leaf_indexes(conn, old_leaf)
+            assert f"{old_leaf}_sex_age" in indexes and f"{old_leaf}_filters" not in indexes
+    finally:
+        drop_database(server_url, "t_filter_index")
+
+
 def test_partition_rejects_wrong_dimension_and_bad_modality(db_url):
     with connect(db_url) as conn:
         space = spaces.ensure_space(conn, name="s4", model_name="test4", dim=4)

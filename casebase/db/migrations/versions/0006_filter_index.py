@@ -1,0 +1,48 @@
+"""A covering filter index per leaf, read by the exact route with an index-only scan.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-23
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+from casebase.db.sql_files import run_sql_file
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_RESTORE_INDEXES = """
+DO $do$
+DECLARE
+    leaf record;
+BEGIN
+    FOR leaf IN
+        SELECT c.relname
+        FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_class p ON p.oid = i.inhparent
+        WHERE p.relnamespace = 'casebase'::regnamespace AND p.relname ~ '^embedding_s[0-9]+$'
+    LOOP
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON casebase.%I (sex, age)',
+            leaf.relname || '_sex_age', leaf.relname);
+        EXECUTE format('DROP INDEX IF EXISTS casebase.%I', leaf.relname || '_filters');
+    END LOOP;
+END
+$do$;
+"""
+
+
+def upgrade() -> None:
+    run_sql_file("0006_filter_index.sql")
+
+
+def downgrade() -> None:
+    """Revision 0005's functions (its file re-creates them; its settings insert is a
+    no-op on conflict) and its plain (sex, age) index on every leaf."""
+    run_sql_file("0005_hnsw_params.sql")
+    op.execute(_RESTORE_INDEXES)

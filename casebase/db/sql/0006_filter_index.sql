@@ -1,0 +1,284 @@
+-- Revision 0006: the exact route reads the filter columns from one covering index.
+-- A selective filter (1 % of a 700k-row leaf) spent most of its time in a BitmapAnd of
+-- the GIN flags index (105k entries for a common flag) and the (sex, age) B-tree, then
+-- visited ~1.2 heap blocks per candidate only to drop most of them. The B-tree on
+-- (sex, age) now carries every other filter column (INCLUDE), so an index-only scan
+-- evaluates the whole filter, and the vectors of the rows that pass are fetched by
+-- primary key afterwards (benchmarks/search.py, 1M rows: see README).
+DO $do$
+DECLARE
+    leaf record;
+BEGIN
+    FOR leaf IN
+        SELECT c.relname
+        FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_class p ON p.oid = i.inhparent
+        WHERE p.relnamespace = 'casebase'::regnamespace AND p.relname ~ '^embedding_s[0-9]+$'
+    LOOP
+        EXECUTE format(
+            'CREATE INDEX IF NOT EXISTS %I ON casebase.%I (sex, age) INCLUDE '
+            '(view, flags, study_date, batch, patient_key, study_id, image_pk)',
+            leaf.relname || '_filters', leaf.relname);
+        EXECUTE format('DROP INDEX IF EXISTS casebase.%I', leaf.relname || '_sex_age');
+    END LOOP;
+END
+$do$;
+
+CREATE OR REPLACE FUNCTION casebase.ensure_embedding_partition(p_space smallint, p_modality text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, casebase, public
+AS $fn$
+DECLARE
+    space_table text := format('embedding_s%s', p_space);
+    leaf text := format('embedding_s%s_%s', p_space, lower(p_modality));
+    d integer;
+    hnsw_m integer;
+    hnsw_efc integer;
+BEGIN
+    IF p_modality IS NULL OR p_modality !~ '^[A-Z][A-Z0-9]{0,15}$' THEN
+        RAISE EXCEPTION 'invalid modality %', p_modality USING ERRCODE = '22023';
+    END IF;
+    SELECT dim INTO d FROM casebase.embedding_space WHERE space_id = p_space;
+    IF d IS NULL THEN
+        RAISE EXCEPTION 'unknown embedding space %', p_space USING ERRCODE = '22023';
+    END IF;
+    IF to_regclass(format('casebase.%I', leaf)) IS NOT NULL THEN
+        RETURN leaf;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('casebase.embedding_partition'));
+    IF to_regclass(format('casebase.%I', space_table)) IS NULL THEN
+        EXECUTE format(
+            'CREATE TABLE casebase.%I PARTITION OF casebase.embedding '
+            'FOR VALUES IN (%s) PARTITION BY LIST (modality)', space_table, p_space);
+    END IF;
+    IF to_regclass(format('casebase.%I', leaf)) IS NULL THEN
+        EXECUTE format(
+            'CREATE TABLE casebase.%I PARTITION OF casebase.%I FOR VALUES IN (%L)',
+            leaf, space_table, p_modality);
+        -- Vectors stay inline: no TOAST detour on every distance computation.
+        EXECUTE format('ALTER TABLE casebase.%I ALTER COLUMN vec SET STORAGE PLAIN', leaf);
+        EXECUTE format(
+            'ALTER TABLE casebase.%I ADD CONSTRAINT %I CHECK (vector_dims(vec) = %s)',
+            leaf, leaf || '_dim', d);
+        SELECT value::integer INTO hnsw_m FROM casebase.setting WHERE key = 'hnsw_m';
+        SELECT value::integer INTO hnsw_efc FROM casebase.setting WHERE key = 'hnsw_ef_construction';
+        EXECUTE format(
+            'CREATE INDEX %I ON casebase.%I USING hnsw ((vec::vector(%s)) vector_cosine_ops) '
+            'WITH (m = %s, ef_construction = %s)', leaf || '_hnsw', leaf, d,
+            coalesce(hnsw_m, 16), coalesce(hnsw_efc, 64));
+        -- Every filter column, so the exact route filters with an index-only scan.
+        EXECUTE format(
+            'CREATE INDEX %I ON casebase.%I (sex, age) INCLUDE '
+            '(view, flags, study_date, batch, patient_key, study_id, image_pk)',
+            leaf || '_filters', leaf);
+        EXECUTE format('CREATE INDEX %I ON casebase.%I (age)', leaf || '_age', leaf);
+        EXECUTE format('CREATE INDEX %I ON casebase.%I (study_date)', leaf || '_date', leaf);
+        EXECUTE format('CREATE INDEX %I ON casebase.%I (study_pk)', leaf || '_study', leaf);
+        EXECUTE format('CREATE INDEX %I ON casebase.%I USING gin (flags)', leaf || '_flags', leaf);
+    END IF;
+    RETURN leaf;
+END
+$fn$;
+
+-- ------------------------------------------------------------------ the query builder
+CREATE OR REPLACE FUNCTION casebase.similar_to_vector(
+    q vector,
+    k integer DEFAULT 20,
+    modality text DEFAULT NULL,
+    sex text DEFAULT NULL,
+    age_min double precision DEFAULT NULL,
+    age_max double precision DEFAULT NULL,
+    exclude_flags text[] DEFAULT NULL,
+    exclude_patient text DEFAULT NULL,
+    space text DEFAULT NULL,
+    views text[] DEFAULT NULL,
+    require_flags text[] DEFAULT NULL,
+    date_from date DEFAULT NULL,
+    date_to date DEFAULT NULL,
+    batches text[] DEFAULT NULL,
+    exclude_study text DEFAULT NULL,
+    attributes jsonb DEFAULT NULL,
+    exact boolean DEFAULT false
+)
+RETURNS SETOF casebase.similar_case
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, casebase, public
+SET hnsw.iterative_scan = 'relaxed_order'
+SET hnsw.ef_search = 100
+SET hnsw.max_scan_tuples = 20000
+AS $fn$
+DECLARE
+    sp casebase.embedding_space;
+    m text;
+    leaf text;
+    cond text[] := ARRAY[]::text[];
+    where_sql text;
+    vec_expr text;
+    q_expr text;
+    max_k integer;
+    threshold bigint;
+    ef_factor integer;
+    est double precision;
+    plan jsonb;
+    route text;
+    k_img integer;
+    found_rows casebase.similar_case[];
+    sql text;
+    near_limit text := 'ALL';
+BEGIN
+    SELECT value::integer INTO max_k FROM casebase.setting WHERE key = 'max_k';
+    SELECT value::bigint INTO threshold FROM casebase.setting WHERE key = 'exact_threshold';
+    SELECT value::integer INTO ef_factor FROM casebase.setting WHERE key = 'hnsw_ef_factor';
+    IF k IS NULL OR k < 1 OR k > coalesce(max_k, 1000) THEN
+        RAISE EXCEPTION 'k must be between 1 and %, got %', coalesce(max_k, 1000), k
+            USING ERRCODE = '22023';
+    END IF;
+    IF q IS NULL THEN
+        RAISE EXCEPTION 'the query vector is NULL' USING ERRCODE = '22023';
+    END IF;
+    IF age_min IS NOT NULL AND age_max IS NOT NULL AND age_min > age_max THEN
+        RAISE EXCEPTION 'impossible age range: % to %', age_min, age_max USING ERRCODE = '22023';
+    END IF;
+    IF date_from IS NOT NULL AND date_to IS NOT NULL AND date_from > date_to THEN
+        RAISE EXCEPTION 'impossible date range: % to %', date_from, date_to
+            USING ERRCODE = '22023';
+    END IF;
+    IF sex IS NOT NULL AND sex NOT IN ('F', 'M', 'O') THEN
+        RAISE EXCEPTION 'sex must be F, M or O, got %', quote_literal(sex) USING ERRCODE = '22023';
+    END IF;
+    sp := casebase._space(space);
+    IF vector_dims(q) <> sp.dim THEN
+        RAISE EXCEPTION 'the query vector has % dimensions; space % has %',
+            vector_dims(q), sp.name, sp.dim USING ERRCODE = '22023';
+    END IF;
+    m := casebase._leaf(sp, modality);
+    leaf := format('casebase.%I', format('embedding_s%s_%s', sp.space_id, lower(m)));
+    vec_expr := format('e.vec::vector(%s)', sp.dim);
+    q_expr := format('$1::vector(%s)', sp.dim);
+
+    -- Filters reach SQL only as parameters ($2 ...), never as text.
+    IF sex IS NOT NULL THEN cond := array_append(cond, 'e.sex = $2'); END IF;
+    IF age_min IS NOT NULL THEN cond := array_append(cond, 'e.age >= $3'); END IF;
+    IF age_max IS NOT NULL THEN cond := array_append(cond, 'e.age <= $4'); END IF;
+    IF exclude_flags IS NOT NULL AND cardinality(exclude_flags) > 0 THEN
+        cond := array_append(cond, 'NOT (e.flags && $5)');
+    END IF;
+    IF exclude_patient IS NOT NULL THEN
+        cond := array_append(cond, 'e.patient_key IS DISTINCT FROM $6');
+    END IF;
+    IF views IS NOT NULL THEN cond := array_append(cond, 'e.view = ANY ($7)'); END IF;
+    IF require_flags IS NOT NULL AND cardinality(require_flags) > 0 THEN
+        cond := array_append(cond, 'e.flags @> $8');
+    END IF;
+    IF date_from IS NOT NULL THEN cond := array_append(cond, 'e.study_date >= $9'); END IF;
+    IF date_to IS NOT NULL THEN cond := array_append(cond, 'e.study_date <= $10'); END IF;
+    IF batches IS NOT NULL THEN cond := array_append(cond, 'e.batch = ANY ($11)'); END IF;
+    IF exclude_study IS NOT NULL THEN cond := array_append(cond, 'e.study_id <> $12'); END IF;
+    IF attributes IS NOT NULL THEN
+        cond := array_append(cond, 'EXISTS (SELECT 1 FROM casebase.study s '
+            || 'WHERE s.study_pk = e.study_pk AND s.attributes @> $13)');
+    END IF;
+    where_sql := CASE WHEN cardinality(cond) = 0 THEN 'true'
+                      ELSE array_to_string(cond, ' AND ') END;
+
+    -- Route on an estimate of the filtered row count, not on the planner's choice.
+    EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM %s e WHERE %s', leaf, where_sql)
+        INTO plan
+        USING q, sex, age_min, age_max, exclude_flags, exclude_patient, views, require_flags,
+              date_from, date_to, batches, exclude_study, attributes;
+    est := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision;
+    route := CASE
+        WHEN exact THEN 'exact'
+        WHEN attributes IS NOT NULL OR est <= coalesce(threshold, 20000) THEN 'exact-filtered'
+        ELSE 'hnsw' END;
+
+    IF route = 'hnsw' THEN
+        -- Several images may belong to one study: ask for more images than studies.
+        k_img := least(k * 2, 2000);
+        PERFORM set_config('hnsw.ef_search',
+            least(1000, greatest(k_img * coalesce(ef_factor, 2), 200))::text, true);
+        PERFORM set_config('hnsw.max_scan_tuples',
+            greatest(20000, least(2000000, (k_img * 20 / greatest(est / greatest(
+                (SELECT reltuples FROM pg_class WHERE oid = leaf::regclass), 1), 0.0005))::bigint
+            ))::text, true);
+        sql := format($q$
+            WITH cand AS MATERIALIZED (
+                SELECT e.study_pk, e.study_id, e.image_pk, e.age, e.sex, e.view, e.flags,
+                       e.study_date, %1$s <=> %2$s AS distance
+                FROM %3$s e
+                WHERE %4$s
+                ORDER BY %1$s <=> %2$s
+                LIMIT %5$s
+            ),
+            near AS (SELECT * FROM cand)$q$, vec_expr, q_expr, leaf, where_sql, k_img);
+    ELSIF est <= coalesce(threshold, 20000) THEN
+        -- Few rows pass: find them in the covering index (no heap visit for the rows
+        -- the filter drops), then fetch only their vectors, by primary key.
+        sql := format($q$
+            WITH ids AS MATERIALIZED (
+                SELECT e.image_pk FROM %3$s e WHERE %4$s
+            ),
+            cand AS MATERIALIZED (
+                SELECT e.study_pk, e.study_id, e.image_pk, e.age, e.sex, e.view, e.flags,
+                       e.study_date, %1$s <=> %2$s AS distance
+                FROM %3$s e
+                WHERE e.space_id = %5$s AND e.modality = %6$L
+                  AND e.image_pk = ANY (ARRAY(SELECT image_pk FROM ids))
+            ),
+            near AS (SELECT * FROM cand ORDER BY distance, study_pk LIMIT %%NEAR%%)$q$,
+            vec_expr, q_expr, leaf, where_sql, sp.space_id, m);
+        near_limit := (k * 4)::text;
+    ELSE
+        sql := format($q$
+            WITH cand AS MATERIALIZED (
+                SELECT e.study_pk, e.study_id, e.image_pk, e.age, e.sex, e.view, e.flags,
+                       e.study_date, %1$s <=> %2$s AS distance
+                FROM %3$s e
+                WHERE %4$s
+            ),
+            near AS (SELECT * FROM cand ORDER BY distance, study_pk LIMIT %%NEAR%%)$q$,
+            vec_expr, q_expr, leaf, where_sql);
+        -- The k studies nearest by their best image are among the 4k nearest images
+        -- whenever those hold k studies; else (many images per study) take them all.
+        near_limit := (k * 4)::text;
+    END IF;
+    sql := sql || format($q$,
+        best AS (
+            SELECT DISTINCT ON (c.study_pk) c.*
+            FROM near c
+            ORDER BY c.study_pk, c.distance, c.image_pk
+        ),
+        top AS (
+            SELECT b.*, (row_number() OVER (ORDER BY b.distance, b.study_id))::integer AS rk
+            FROM best b ORDER BY b.distance, b.study_id LIMIT %1$s
+        )
+        SELECT array_agg(ROW(
+            t.rk,
+            t.study_id, t.distance, 1 - t.distance, %2$L, t.age, t.sex, t.view, t.flags,
+            t.study_date, r.impression, t.image_pk, %3$L, ARRAY['image'], 1 - t.distance
+        )::casebase.similar_case ORDER BY t.distance, t.study_id)
+        FROM top t
+        LEFT JOIN casebase.report r ON r.study_pk = t.study_pk$q$, k, m, route);
+
+    EXECUTE replace(sql, '%NEAR%', near_limit) INTO found_rows
+        USING q, sex, age_min, age_max, exclude_flags, exclude_patient, views, require_flags,
+              date_from, date_to, batches, exclude_study, attributes;
+    IF route <> 'hnsw' AND near_limit <> 'ALL' AND coalesce(cardinality(found_rows), 0) < k THEN
+        EXECUTE replace(sql, '%NEAR%', 'ALL') INTO found_rows
+            USING q, sex, age_min, age_max, exclude_flags, exclude_patient, views, require_flags,
+                  date_from, date_to, batches, exclude_study, attributes;
+    END IF;
+
+    -- The approximate scan may stop short (max_scan_tuples): then answer exactly.
+    IF route = 'hnsw' AND coalesce(cardinality(found_rows), 0) < k THEN
+        RETURN QUERY SELECT * FROM casebase.similar_to_vector(
+            q, k, m, sex, age_min, age_max, exclude_flags, exclude_patient, sp.name, views,
+            require_flags, date_from, date_to, batches, exclude_study, attributes, true);
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM unnest(found_rows);
+END
+$fn$;
+
