@@ -90,3 +90,25 @@ def cohort_manifest(cohort_url: str) -> Path:
     with connect(cohort_url) as conn:
         uri = conn.execute("SELECT uri FROM casebase.images LIMIT 1").fetchone()[0]
     return Path(uri).parent.parent / "manifest.csv"
+
+
+@pytest.fixture
+def stub_server():
+    """Start scripted LLM stubs (tests/llm_stub.py) on demand; they stop with the test,
+    sleeping handlers included."""
+    from tests.llm_stub import Stub
+
+    started: list[Stub] = []
+
+    def start(script) -> Stub:
+        stub = Stub(script)
+        stub.thread.start()
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.stop.set()
+        stub.server.shutdown()
+        stub.server.server_close()
+        stub.thread.join(timeout=5)
