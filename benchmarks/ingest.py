@@ -11,7 +11,10 @@ On the same N images it times
   embed → sanitise + label reports → binary COPY, one transaction per chunk)
   into a fresh database;
 
-and prints images/s and each ratio to model only (target: ≥ 0.9). Then it
+and prints images/s and each ratio to model only (target: ≥ 0.9), and where the
+cores went during the whole ingest: CPU seconds of this process (the model's
+threads, the writer thread), of the decode workers, and of the embedded
+PostgreSQL (COPY, HNSW inserts), read from /proc, against wall × cores. Then it
 times the COPY stage alone: ``--copy-rows`` synthetic studies with one
 ``--copy-dim`` vector each, through the loader's binary COPY (rows/s).
 It runs ``tiny-random`` and a ViT-B-32 with random weights (the architecture of
@@ -36,7 +39,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -86,8 +91,53 @@ def fresh_database(name: str) -> str:
     return recreate_database(checked_url(), name)
 
 
+@dataclass(frozen=True)
+class CpuSeconds:
+    """Where the cores went during one ingest: CPU seconds per party, and the wall time."""
+
+    main: float  # this process: the model's threads, the writer thread, bookkeeping
+    workers: float  # decode workers (counted once they exit)
+    server: float | None  # the embedded PostgreSQL, None when it is not on this host
+    wall: float
+
+
+def _proc_seconds(pid: int, *, children: bool) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped backends
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds() -> float | None:
+    """CPU seconds the embedded server has used so far (postmaster, live backends and the
+    backends it has reaped), or None off Linux or with an external database."""
+    from casebase.config import load_settings
+    from casebase.db import embedded
+
+    settings = load_settings()
+    if settings.database_url or not Path("/proc").is_dir():
+        return None
+    pid = embedded.status(settings.embedded_dir).pid
+    if pid is None:
+        return None
+    total = _proc_seconds(pid, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                total += _proc_seconds(int(stat.parent.name), children=False)
+        except (OSError, ValueError, IndexError):  # a process that just exited
+            continue
+    return total
+
+
+def _own_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def whole_ingest(encoder: Encoder, paths: list[Path], batch_size: int, workers: int,
-                 tmp: Path) -> float:
+                 tmp: Path) -> tuple[float, CpuSeconds]:
     """images/s of casebase's own ingest (reports included) into a fresh database."""
     import csv
 
@@ -104,11 +154,20 @@ def whole_ingest(encoder: Encoder, paths: list[Path], batch_size: int, workers: 
     url = fresh_database("bench_ingest")
     options = IngestOptions(batch="bench", batch_size=batch_size, workers=workers,
                             progress=False)
+    server0 = server_cpu_seconds()
+    main0, kids0 = _own_seconds(resource.RUSAGE_SELF), _own_seconds(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     summary = ingest(manifest, options, url=url, encoder=encoder)
     seconds = time.perf_counter() - start
+    server1 = server_cpu_seconds()
+    cpu = CpuSeconds(
+        main=_own_seconds(resource.RUSAGE_SELF) - main0,
+        workers=_own_seconds(resource.RUSAGE_CHILDREN) - kids0,
+        server=None if server0 is None or server1 is None else server1 - server0,
+        wall=seconds,
+    )
     assert summary.loaded == len(paths), summary
-    return len(paths) / seconds
+    return len(paths) / seconds, cpu
 
 
 def copy_stage(rows: int, dim: int, *, defer_index: bool) -> tuple[float, float]:
@@ -174,6 +233,7 @@ def main() -> None:
     warm_labeller()
     print(f"labeller loaded in {time.perf_counter() - start:.1f} s (once per process, not timed)")
     rows = []
+    spent: dict[str, CpuSeconds] = {}
     for key in args.models.split(","):
         if key.strip() not in MODELS:
             parser.error(f"unknown model {key!r}: choose from {', '.join(MODELS)}")
@@ -181,21 +241,30 @@ def main() -> None:
         encoder = load()
         tensors = torch.stack([encoder.preprocess(load_image(p)) for p in paths])
         alone = piped = whole = 0.0
+        cpu = None
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.repeat):
                 alone = max(alone, model_only(encoder, tensors, args.batch_size))
                 piped = max(piped, pipeline(encoder, paths, args.batch_size, workers))
-                whole = max(whole, whole_ingest(encoder, paths, args.batch_size, workers,
-                                                Path(tmp)))
+                rate, used = whole_ingest(encoder, paths, args.batch_size, workers, Path(tmp))
+                if rate > whole:
+                    whole, cpu = rate, used
         rows.append((label, alone, piped, whole))
+        spent[label] = cpu
     width = max(len(r[0]) for r in rows)
     print(f"{'model':<{width}}  {'model only':>10}  {'stream':>8}  {'ratio':>5}  "
           f"{'casebase ingest':>15}  {'ratio':>5}   (images/s)")
     for label, alone, piped, whole in rows:
         print(f"{label:<{width}}  {alone:>10.1f}  {piped:>8.1f}  {piped / alone:>5.2f}  "
               f"{whole:>15.1f}  {whole / alone:>5.2f}")
+    print(f"CPU seconds during casebase ingest (capacity = wall x {cpus} cores):")
+    for label, cpu in spent.items():
+        server = "n/a (not the embedded server)" if cpu.server is None else f"{cpu.server:.1f}"
+        print(f"  {label:<{width}}  wall {cpu.wall:.1f} s, capacity {cpu.wall * cpus:.1f}: "
+              f"main process {cpu.main:.1f}, decode workers {cpu.workers:.1f}, "
+              f"PostgreSQL {server}")
     if args.copy_rows <= 0:
         return
     print(f"COPY stage alone: {args.copy_rows} studies x 1 vector of {args.copy_dim} dims "
