@@ -4,27 +4,8 @@
 -- visited ~1.2 heap blocks per candidate only to drop most of them. The B-tree on
 -- (sex, age) now carries every other filter column (INCLUDE), so an index-only scan
 -- evaluates the whole filter, and the vectors of the rows that pass are fetched by
--- primary key afterwards (benchmarks/search.py, 1M rows: see README).
-DO $do$
-DECLARE
-    leaf record;
-BEGIN
-    FOR leaf IN
-        SELECT c.relname
-        FROM pg_inherits i
-        JOIN pg_class c ON c.oid = i.inhrelid
-        JOIN pg_class p ON p.oid = i.inhparent
-        WHERE p.relnamespace = 'casebase'::regnamespace AND p.relname ~ '^embedding_s[0-9]+$'
-    LOOP
-        EXECUTE format(
-            'CREATE INDEX IF NOT EXISTS %I ON casebase.%I (sex, age) INCLUDE '
-            '(view, flags, study_date, batch, patient_key, study_id, image_pk)',
-            leaf.relname || '_filters', leaf.relname);
-        EXECUTE format('DROP INDEX IF EXISTS casebase.%I', leaf.relname || '_sex_age');
-    END LOOP;
-END
-$do$;
-
+-- primary key afterwards (benchmarks/search.py, 1M rows: see README). Existing leaves
+-- get the new index from the migration (versions/0006_filter_index.py).
 CREATE OR REPLACE FUNCTION casebase.ensure_embedding_partition(p_space smallint, p_modality text)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
@@ -127,6 +108,8 @@ DECLARE
     found_rows casebase.similar_case[];
     sql text;
     near_limit text := 'ALL';
+    ids_cte text := '';
+    cand_where text;
 BEGIN
     SELECT value::integer INTO max_k FROM casebase.setting WHERE key = 'max_k';
     SELECT value::bigint INTO threshold FROM casebase.setting WHERE key = 'exact_threshold';
@@ -213,33 +196,24 @@ BEGIN
                 LIMIT %5$s
             ),
             near AS (SELECT * FROM cand)$q$, vec_expr, q_expr, leaf, where_sql, k_img);
-    ELSIF est <= coalesce(threshold, 20000) THEN
-        -- Few rows pass: find them in the covering index (no heap visit for the rows
-        -- the filter drops), then fetch only their vectors, by primary key.
-        sql := format($q$
-            WITH ids AS MATERIALIZED (
-                SELECT e.image_pk FROM %3$s e WHERE %4$s
-            ),
-            cand AS MATERIALIZED (
-                SELECT e.study_pk, e.study_id, e.image_pk, e.age, e.sex, e.view, e.flags,
-                       e.study_date, %1$s <=> %2$s AS distance
-                FROM %3$s e
-                WHERE e.space_id = %5$s AND e.modality = %6$L
-                  AND e.image_pk = ANY (ARRAY(SELECT image_pk FROM ids))
-            ),
-            near AS (SELECT * FROM cand ORDER BY distance, study_pk LIMIT %%NEAR%%)$q$,
-            vec_expr, q_expr, leaf, where_sql, sp.space_id, m);
-        near_limit := (k * 4)::text;
     ELSE
+        IF est <= coalesce(threshold, 20000) THEN
+            -- Few rows pass: find them in the covering index (no heap visit for the rows
+            -- the filter drops), then fetch only their vectors, by primary key.
+            ids_cte := format('ids AS MATERIALIZED (SELECT e.image_pk FROM %s e WHERE %s), ',
+                leaf, where_sql);
+            cand_where := format('e.space_id = %s AND e.modality = %L '
+                'AND e.image_pk = ANY (ARRAY(SELECT image_pk FROM ids))', sp.space_id, m);
+        END IF;
         sql := format($q$
-            WITH cand AS MATERIALIZED (
+            WITH %5$s cand AS MATERIALIZED (
                 SELECT e.study_pk, e.study_id, e.image_pk, e.age, e.sex, e.view, e.flags,
                        e.study_date, %1$s <=> %2$s AS distance
                 FROM %3$s e
                 WHERE %4$s
             ),
             near AS (SELECT * FROM cand ORDER BY distance, study_pk LIMIT %%NEAR%%)$q$,
-            vec_expr, q_expr, leaf, where_sql);
+            vec_expr, q_expr, leaf, coalesce(cand_where, where_sql), ids_cte);
         -- The k studies nearest by their best image are among the 4k nearest images
         -- whenever those hold k studies; else (many images per study) take them all.
         near_limit := (k * 4)::text;

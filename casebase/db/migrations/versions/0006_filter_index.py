@@ -16,7 +16,13 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_RESTORE_INDEXES = """
+_COVERING = "(sex, age) INCLUDE (view, flags, study_date, batch, patient_key, study_id, image_pk)"
+
+
+def _swap_leaf_indexes(create_suffix: str, columns: str, drop_suffix: str) -> str:
+    """A DO block that, on every embedding leaf, creates ``<leaf><create_suffix>`` on
+    ``columns`` and drops ``<leaf><drop_suffix>``."""
+    return f"""
 DO $do$
 DECLARE
     leaf record;
@@ -28,9 +34,9 @@ BEGIN
         JOIN pg_class p ON p.oid = i.inhparent
         WHERE p.relnamespace = 'casebase'::regnamespace AND p.relname ~ '^embedding_s[0-9]+$'
     LOOP
-        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON casebase.%I (sex, age)',
-            leaf.relname || '_sex_age', leaf.relname);
-        EXECUTE format('DROP INDEX IF EXISTS casebase.%I', leaf.relname || '_filters');
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON casebase.%I {columns}',
+            leaf.relname || '{create_suffix}', leaf.relname);
+        EXECUTE format('DROP INDEX IF EXISTS casebase.%I', leaf.relname || '{drop_suffix}');
     END LOOP;
 END
 $do$;
@@ -39,10 +45,11 @@ $do$;
 
 def upgrade() -> None:
     run_sql_file("0006_filter_index.sql")
+    op.execute(_swap_leaf_indexes("_filters", _COVERING, "_sex_age"))
 
 
 def downgrade() -> None:
     """Revision 0005's functions (its file re-creates them; its settings insert is a
     no-op on conflict) and its plain (sex, age) index on every leaf."""
     run_sql_file("0005_hnsw_params.sql")
-    op.execute(_RESTORE_INDEXES)
+    op.execute(_swap_leaf_indexes("_sex_age", "(sex, age)", "_filters"))
