@@ -302,3 +302,32 @@ def test_compare_with_rules_lists_disagreements() -> None:
                            "no_finding": "absent"}
     assert [(d.study_id, d.finding, d.llm, d.rules) for d in diffs] == [
         ("S1", "cardiomegaly", "uncertain", "absent"), ("S1", "no_finding", None, "absent")]
+
+
+def test_unreachable_server_is_one_error_naming_it_and_stops_sending(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that refuses connections fails the call once, with where casebase tried,
+    instead of one connection error per report after every report's retries."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once this closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    api_base = f"http://127.0.0.1:{port}/v1"
+    llm = LLMBackend("openai/stub", api_base=api_base, api_key="sk-test", retries=1,
+                     backoff_s=0, timeout=5, cache_dir=tmp_path / "llm", workers=2)
+    reports = [ReportText(f"U{i}", "Small right pneumothorax.") for i in range(12)]
+    with caplog.at_level("INFO", logger="casebase.synthesis.llm"), \
+            pytest.raises(LLMError) as err:
+        llm.extract(reports)
+    message = str(err.value)
+    assert f"cannot connect to {api_base}" in message and "refused" in message.lower()
+    assert "--llm-api-base" in message and "\n" not in message
+    attempts = [r for r in caplog.records if r.getMessage().startswith("LLM attempt")]
+    # 2 workers x 2 attempts at most before the others stop: not 12 reports x 2.
+    assert 2 <= len(attempts) <= 4, [r.getMessage() for r in attempts]
+    assert not [r for r in caplog.records if "extraction failed for study" in r.getMessage()]
+
+    with pytest.raises(LLMError, match=f"cannot connect to {api_base}"):
+        llm.narrate({"k": 3, "findings": []}, k=3)

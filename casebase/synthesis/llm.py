@@ -23,7 +23,10 @@ retried with backoff, then recorded in :attr:`LLMExtraction.errors` for that stu
 other reports still get labels. The LLM never replaces the rule back end's labels: an
 extraction with errors is partial and the caller decides what to show (the rule
 labeller's counts still stand). Credential or model-name errors fail the whole call
-with :class:`~casebase.errors.LLMError`, since every report would fail the same way.
+with :class:`~casebase.errors.LLMError`, since every report would fail the same way; so
+does a server that refuses connections (or a host that does not resolve) through all of
+one report's attempts: the reports not yet sent are not tried, and the error says where
+casebase tried to connect.
 """
 
 from __future__ import annotations
@@ -83,6 +86,25 @@ T = TypeVar("T")
 
 class _Failed(Exception):
     """One request failed after its retries; the message is the last reason."""
+
+
+class _Unreachable(_Failed):
+    """Every attempt of one request failed to connect: the others would too."""
+
+
+def _connect_failure(exc: BaseException) -> BaseException | None:
+    """The refused connection or unresolvable host under a provider error, if that is
+    what it is. litellm reports it as a server error (500), so the cause chain decides."""
+    import httpx
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, httpx.ConnectError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class _Tally:
@@ -186,6 +208,7 @@ class LLMBackend:
         self.lexicon = lexicon or load_lexicon()
         self.cache = LLMCache(cache_dir) if cache and cache_dir is not None else None
         self._total = _Tally()
+        self._unreachable: str | None = None  # why the server could not be reached
 
     @property
     def usage(self) -> LLMUsage:
@@ -246,7 +269,10 @@ class LLMBackend:
                  exc_mod.LiteLLMUnknownProvider, exc_mod.UnsupportedParamsError)
         reason = "no attempt made"
         attempts = self.retries + 1
+        refused = 0
         for attempt in range(attempts):
+            if self._unreachable is not None:  # another report found the server down
+                raise _Failed("not sent: the LLM server could not be reached")
             if attempt and self.backoff_s:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
@@ -260,11 +286,29 @@ class LLMBackend:
             except openai.OpenAIError as exc:  # rate limit, 5xx, connection: worth a retry
                 if _missing_credentials(exc):  # litellm reports these as server errors
                     raise LLMError(f"LLM {self.model}: {_one_line(exc)}") from exc
-                reason = f"{type(exc).__name__}: {_one_line(exc)}"
+                refusal = _connect_failure(exc)
+                if refusal is not None:
+                    refused += 1
+                    reason = f"cannot connect to {self._where()}: {_one_line(refusal)}"
+                else:
+                    reason = f"{type(exc).__name__}: {_one_line(exc)}"
             except InvalidAnswer as exc:
                 reason = str(exc)
             logger.info("LLM attempt %d/%d failed: %s", attempt + 1, attempts, reason)
-        raise _Failed(f"{reason} (after {attempts} attempt{'s' if attempts > 1 else ''})")
+        message = f"{reason} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+        if refused == attempts:
+            self._unreachable = message
+            raise _Unreachable(message)
+        raise _Failed(message)
+
+    def _where(self) -> str:
+        return self.api_base or f"the {self.model.split('/', 1)[0]} provider's endpoint"
+
+    def _unreachable_error(self) -> LLMError:
+        return LLMError(
+            f"LLM {self.model}: {self._unreachable}; start the server or correct its address "
+            "(--llm-api-base, api_base=), or leave out --llm for the rule labeller alone"
+        )
 
     # --- extraction --------------------------------------------------------------------
 
@@ -280,11 +324,14 @@ class LLMBackend:
                 raise InputError(f"LLM extraction: study id {report.study_id} given twice")
             seen.add(report.study_id)
         tally = _Tally()
+        self._unreachable = None
         if self.workers > 1 and len(reports) > 1:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 results = list(pool.map(lambda r: self._extract_one(r, tally), reports))
         else:
             results = [self._extract_one(r, tally) for r in reports]
+        if self._unreachable is not None:
+            raise self._unreachable_error()
         labels: dict[str, dict[str, str]] = {}
         errors: dict[str, str] = {}
         notes: dict[str, str] = {}
@@ -327,7 +374,8 @@ class LLMBackend:
             labels = self._ask(messages, fmt,
                                lambda c: parse_extraction(c, sid, self.lexicon), tally)
         except _Failed as exc:
-            logger.warning("LLM extraction failed for study %s: %s", sid, exc)
+            if self._unreachable is None:  # else extract() raises one error for all
+                logger.warning("LLM extraction failed for study %s: %s", sid, exc)
             return None, str(exc), None
         if self.cache is not None:
             self.cache.put(key, kind="extract", model=self.model, value=labels)
@@ -372,9 +420,12 @@ class LLMBackend:
             return Narrative(cached, self.model, tally.usage)
         messages = [{"role": "system", "content": NARRATE_SYSTEM},
                     {"role": "user", "content": user}]
+        self._unreachable = None
         try:
             text = self._ask(messages, response_format(narrative_model(), "narrative"),
                              parse, tally)
+        except _Unreachable:
+            raise self._unreachable_error() from None
         except _Failed as exc:
             raise LLMError(f"LLM narrative from {self.model} failed: {exc}") from None
         if self.cache is not None:
