@@ -90,7 +90,7 @@ def test_revision_0006_gives_existing_and_new_leaves_a_covering_filter_index(ser
                 covering = indexes[f"{leaf}_filters"]
                 assert (
                     "(sex, age) INCLUDE (view, flags, study_date, batch, patient_key, "
-                    "study_id, image_pk)" in covering
+                    "study_id, study_pk, image_pk)" in covering
                 ), covering
         migrate.downgrade(url, "0005")
         with connect(url) as conn:

@@ -52,7 +52,7 @@ BEGIN
         -- Every filter column, so the exact route filters with an index-only scan.
         EXECUTE format(
             'CREATE INDEX %I ON casebase.%I (sex, age) INCLUDE '
-            '(view, flags, study_date, batch, patient_key, study_id, image_pk)',
+            '(view, flags, study_date, batch, patient_key, study_id, study_pk, image_pk)',
             leaf || '_filters', leaf);
         EXECUTE format('CREATE INDEX %I ON casebase.%I (age)', leaf || '_age', leaf);
         EXECUTE format('CREATE INDEX %I ON casebase.%I (study_date)', leaf || '_date', leaf);

@@ -16,7 +16,9 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_COVERING = "(sex, age) INCLUDE (view, flags, study_date, batch, patient_key, study_id, image_pk)"
+_COVERING = (
+    "(sex, age) INCLUDE (view, flags, study_date, batch, patient_key, study_id, study_pk, image_pk)"
+)
 
 
 def _swap_leaf_indexes(create_suffix: str, columns: str, drop_suffix: str) -> str:
