@@ -18,9 +18,11 @@ through huggingface_hub's retry back-off (about 25 s per file).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ FIX_HINT = (
     "(set HF_HOME to it), or use --checkpoint PATH, or --model tiny-random for a smoke test"
 )
 EMBED_EXTRA_HINT = "install the embed extra: pip install 'casebase[embed]'"
+HF_TEXT_HINT = "pip install 'casebase[hf]'"
 
 HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 RANDOM_SEED = 0
@@ -47,12 +50,15 @@ class Preset:
 
     ``random_seed`` is set only for test presets whose weights are generated
     locally; such a preset is named as random so nobody mistakes it for a model.
+    ``requires``: Python packages beyond open_clip the model needs (checked before any
+    weight lookup, so the first error names what to install).
     """
 
     model_name: str
     pretrained: str | None
     description: str
     random_seed: int | None = None
+    requires: tuple[str, ...] = ()
 
 
 TINY_RANDOM_ARCH = "casebase-tiny-random"
@@ -74,7 +80,8 @@ PRESETS: dict[str, Preset] = {
         "Perception Encoder bigG/14 at 448 px (the production system's MetaCLIP successor)"),
     "biomedclip": Preset(
         "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None,
-        "BiomedCLIP ViT-B/16 + PubMedBERT, trained on PMC-15M figure-caption pairs"),
+        "BiomedCLIP ViT-B/16 + PubMedBERT, trained on PMC-15M figure-caption pairs",
+        requires=("transformers",)),
     "clip-vit-b-32": Preset("ViT-B-32", "openai", "OpenAI CLIP ViT-B/32"),
     "tiny-random": Preset(
         TINY_RANDOM_ARCH, None,
@@ -297,12 +304,28 @@ def check_state_dict(model: Any, state_dict: dict[str, Any], source: Path) -> No
 # --- building models -------------------------------------------------------------------
 
 
+def _missing(module: str) -> bool:
+    """Whether ``module`` cannot be imported, without importing it (transformers is slow)."""
+    if module in sys.modules:
+        return sys.modules[module] is None
+    return importlib.util.find_spec(module) is None
+
+
+def _require(modules: Sequence[str], what: str, why: str) -> None:
+    absent = [m for m in modules if _missing(m)]
+    if absent:
+        raise ModelError(f"{what} needs the Python package {', '.join(absent)} ({why}): "
+                         f"{HF_TEXT_HINT}")
+
+
 def build_named(open_clip: Any, model: str, pretrained: str | None,
                allow_random: bool) -> tuple[Any, dict[str, Any], str]:
     preset = PRESETS.get(model)
     if preset is not None:
         if pretrained is not None:
             raise ModelError(f"preset {model!r} already names its weights: drop --pretrained")
+        _require(preset.requires, f"model {model!r}",
+                 "its text tower is a Hugging Face transformers model")
         arch, tag = preset.model_name, preset.pretrained
         if preset.random_seed is not None:
             register_arch(arch, TINY_RANDOM_CFG)
@@ -325,6 +348,10 @@ def build_named(open_clip: Any, model: str, pretrained: str | None,
             register_arch(local_arch, hub_cfg["model_cfg"])
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"bad open_clip_config.json in {repo}: {exc}") from exc
+        text_tower = (hub_cfg["model_cfg"].get("text_cfg") or {}).get("hf_model_name")
+        if text_tower:
+            _require(("transformers",), what,
+                     f"its text tower is the Hugging Face model {text_tower}")
         net = _create(open_clip, local_arch, weights, what,
                       force_preprocess_cfg=hub_cfg.get("preprocess_cfg") or {})
         return net, _spec_fields(name or "hf-" + slug(repo), arch, None), local_arch

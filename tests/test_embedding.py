@@ -222,7 +222,8 @@ def test_empty_stream_yields_nothing(tiny: Encoder) -> None:
     ("model", "expected"),
     [
         ("clip-vit-b-32", "model 'clip-vit-b-32' is not in the Hugging Face cache"),
-        ("biomedclip", "model 'biomedclip' is not in the Hugging Face cache"),
+        ("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+         "model 'biomedclip' is not in the Hugging Face cache"),
         ("no-such-model", "unknown model 'no-such-model'"),
         ("ViT-B-32", "needs --pretrained TAG"),
     ],
@@ -237,6 +238,19 @@ def test_unloadable_models_fail_fast_with_a_fix(model: str, expected: str) -> No
     if "cache" in message:
         assert "HF_HOME" in message and "--model tiny-random" in message, message
     assert time.monotonic() - start < 10, "must not sit in download retries"
+
+
+def test_biomedclip_without_transformers_names_the_package_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its PubMedBERT text tower needs transformers, which no default extra installs:
+    say so before looking for weights, rather than after a download."""
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(ModelError) as info:
+        load_encoder("biomedclip", device="cpu")
+    message = str(info.value)
+    assert "needs the Python package transformers" in message, message
+    assert "casebase[hf]" in message and "\n" not in message
 
 
 def test_unknown_pretrained_tag_lists_known_tags() -> None:
