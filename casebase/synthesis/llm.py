@@ -107,6 +107,14 @@ def _connect_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
+class _Outage:
+    """Set when one request of a call found the server unreachable; the call's other
+    requests (worker threads) then stop. Per call, so calls sharing a back end do not mix."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+
 class _Tally:
     """Thread-safe usage accumulator."""
 
@@ -208,7 +216,6 @@ class LLMBackend:
         self.lexicon = lexicon or load_lexicon()
         self.cache = LLMCache(cache_dir) if cache and cache_dir is not None else None
         self._total = _Tally()
-        self._unreachable: str | None = None  # why the server could not be reached
 
     @property
     def usage(self) -> LLMUsage:
@@ -260,7 +267,7 @@ class LLMBackend:
         self._total.add(usage)
 
     def _ask(self, messages: list[dict[str, str]], fmt: dict[str, Any],
-             parse: Callable[[str | None], T], tally: _Tally) -> T:
+             parse: Callable[[str | None], T], tally: _Tally, outage: _Outage) -> T:
         """Call and parse, retrying timeouts, provider errors and unusable answers."""
         import openai  # installed with litellm, whose exceptions all derive from it
 
@@ -271,7 +278,7 @@ class LLMBackend:
         attempts = self.retries + 1
         refused = 0
         for attempt in range(attempts):
-            if self._unreachable is not None:  # another report found the server down
+            if outage.reason is not None:  # another request found the server down
                 raise _Failed("not sent: the LLM server could not be reached")
             if attempt and self.backoff_s:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -297,16 +304,16 @@ class LLMBackend:
             logger.info("LLM attempt %d/%d failed: %s", attempt + 1, attempts, reason)
         message = f"{reason} (after {attempts} attempt{'s' if attempts > 1 else ''})"
         if refused == attempts:
-            self._unreachable = message
+            outage.reason = message
             raise _Unreachable(message)
         raise _Failed(message)
 
     def _where(self) -> str:
         return self.api_base or f"the {self.model.split('/', 1)[0]} provider's endpoint"
 
-    def _unreachable_error(self) -> LLMError:
+    def _unreachable_error(self, outage: _Outage) -> LLMError:
         return LLMError(
-            f"LLM {self.model}: {self._unreachable}; start the server or correct its address "
+            f"LLM {self.model}: {outage.reason}; start the server or correct its address "
             "(--llm-api-base, api_base=), or leave out --llm for the rule labeller alone"
         )
 
@@ -323,15 +330,15 @@ class LLMBackend:
             if report.study_id in seen:
                 raise InputError(f"LLM extraction: study id {report.study_id} given twice")
             seen.add(report.study_id)
-        tally = _Tally()
-        self._unreachable = None
+        tally, outage = _Tally(), _Outage()
         if self.workers > 1 and len(reports) > 1:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                results = list(pool.map(lambda r: self._extract_one(r, tally), reports))
+                results = list(pool.map(lambda r: self._extract_one(r, tally, outage),
+                                        reports))
         else:
-            results = [self._extract_one(r, tally) for r in reports]
-        if self._unreachable is not None:
-            raise self._unreachable_error()
+            results = [self._extract_one(r, tally, outage) for r in reports]
+        if outage.reason is not None:
+            raise self._unreachable_error(outage)
         labels: dict[str, dict[str, str]] = {}
         errors: dict[str, str] = {}
         notes: dict[str, str] = {}
@@ -345,7 +352,8 @@ class LLMBackend:
         return LLMExtraction(labels, errors, notes, self.model, self.version, tally.usage)
 
     def _extract_one(self, report: ReportText,
-                     tally: _Tally) -> tuple[dict[str, str] | None, str | None, str | None]:
+                     tally: _Tally, outage: _Outage,
+                     ) -> tuple[dict[str, str] | None, str | None, str | None]:
         """(labels, error, note) for one report."""
         sid, text = report.study_id, report.text
         if not _has_words(text):
@@ -372,9 +380,9 @@ class LLMBackend:
         fmt = response_format(extraction_model(tuple(self.lexicon.ids())), "report_findings")
         try:
             labels = self._ask(messages, fmt,
-                               lambda c: parse_extraction(c, sid, self.lexicon), tally)
+                               lambda c: parse_extraction(c, sid, self.lexicon), tally, outage)
         except _Failed as exc:
-            if self._unreachable is None:  # else extract() raises one error for all
+            if outage.reason is None:  # else extract() raises one error for all
                 logger.warning("LLM extraction failed for study %s: %s", sid, exc)
             return None, str(exc), None
         if self.cache is not None:
@@ -420,12 +428,12 @@ class LLMBackend:
             return Narrative(cached, self.model, tally.usage)
         messages = [{"role": "system", "content": NARRATE_SYSTEM},
                     {"role": "user", "content": user}]
-        self._unreachable = None
+        outage = _Outage()
         try:
             text = self._ask(messages, response_format(narrative_model(), "narrative"),
-                             parse, tally)
+                             parse, tally, outage)
         except _Unreachable:
-            raise self._unreachable_error() from None
+            raise self._unreachable_error(outage) from None
         except _Failed as exc:
             raise LLMError(f"LLM narrative from {self.model} failed: {exc}") from None
         if self.cache is not None:
