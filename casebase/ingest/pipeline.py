@@ -275,7 +275,6 @@ class _BatchRun:
     def _embed(self, encoder, todo: list[StudyInput]) -> None:
         if not todo:
             return
-        from casebase.embedding import default_workers
         from casebase.ingest.decode import decode_image, warm_labeller
         from casebase.synthesis import BACKEND, LABELLER_VERSION
 
@@ -290,9 +289,6 @@ class _BatchRun:
         owner = {id(img): s for s in todo for img in s.images}
         results: dict[str, dict[int, tuple]] = defaultdict(dict)
         failures: dict[str, list[tuple]] = defaultdict(list)
-        workers = self.options.workers
-        if workers is None:
-            workers = default_workers(encoder.device)
         if any(item[2] is not None for item in items):
             warm_labeller()  # fails fast; forked workers inherit it loaded
         bar = _progress(len(items), self.options.progress)
@@ -301,7 +297,7 @@ class _BatchRun:
                 items,
                 decode_image,
                 batch_size=self.options.batch_size,
-                workers=workers,
+                workers=self.options.workers,  # None: embed_stream's default for the device
                 with_extra=True,
                 progress=bar.update if bar is not None else None,
             ):
