@@ -73,10 +73,23 @@ def has_dicom_preamble(path: str | Path) -> bool:
     """
     try:
         with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
+            return _is_dicom_head(handle.read(_DICOM_MAGIC_AT.stop))
     except OSError:
         return False
+
+
+_DICOM_MAGIC_AT = slice(128, 132)  # after the 128-byte preamble
+
+
+def _is_dicom_head(head: bytes) -> bool:
+    return head[_DICOM_MAGIC_AT] == b"DICM"
+
+
+def _is_dicom(path: Path, data: bytes | None) -> bool:
+    """By suffix or by preamble, read from ``data`` when the file's bytes are at hand."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    return has_dicom_preamble(path) if data is None else _is_dicom_head(data)
 
 
 def to_uint8(arr: np.ndarray, *, low: float | None = None, high: float | None = None) -> np.ndarray:
@@ -183,13 +196,10 @@ def load_image(
     path = Path(path)
     if data is None:
         _check_file(path)
-        is_dicom = path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path)
     elif not data:
         raise InputError(f"zero-byte file: {path}")
-    else:
-        is_dicom = path.suffix.lower() in DICOM_SUFFIXES or data[128:132] == b"DICM"
 
-    if is_dicom:
+    if _is_dicom(path, data):
         try:
             from casebase.ingest import dicom
         except ImportError as exc:  # pydicom is the optional `dicom` extra
