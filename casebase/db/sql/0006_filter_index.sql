@@ -236,14 +236,15 @@ BEGIN
         FROM top t
         LEFT JOIN casebase.report r ON r.study_pk = t.study_pk$q$, k, m, route);
 
-    EXECUTE replace(sql, '%NEAR%', near_limit) INTO found_rows
-        USING q, sex, age_min, age_max, exclude_flags, exclude_patient, views, require_flags,
-              date_from, date_to, batches, exclude_study, attributes;
-    IF route <> 'hnsw' AND near_limit <> 'ALL' AND coalesce(cardinality(found_rows), 0) < k THEN
-        EXECUTE replace(sql, '%NEAR%', 'ALL') INTO found_rows
-            USING q, sex, age_min, age_max, exclude_flags, exclude_patient, views, require_flags,
-                  date_from, date_to, batches, exclude_study, attributes;
-    END IF;
+    -- An exact route whose 4k nearest images hold fewer than k studies runs again on all.
+    LOOP
+        EXECUTE replace(sql, '%NEAR%', near_limit) INTO found_rows
+            USING q, sex, age_min, age_max, exclude_flags, exclude_patient, views,
+                  require_flags, date_from, date_to, batches, exclude_study, attributes;
+        EXIT WHEN route = 'hnsw' OR near_limit = 'ALL'
+            OR coalesce(cardinality(found_rows), 0) >= k;
+        near_limit := 'ALL';
+    END LOOP;
 
     -- The approximate scan may stop short (max_scan_tuples): then answer exactly.
     IF route = 'hnsw' AND coalesce(cardinality(found_rows), 0) < k THEN
