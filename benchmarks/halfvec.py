@@ -42,6 +42,7 @@ from search import (
     SPACE,
     FilterSpec,
     cxr_meta,
+    describe_casebase,
     exact_topk,
     make_data,
     make_filters,
@@ -74,19 +75,12 @@ def where_clause(spec: FilterSpec) -> tuple[str, list[object]]:
     return " AND ".join(cond), params
 
 
-def ensure_half_index(conn, leaf: str, dim: int) -> float:
-    """Seconds to build the halfvec index, or NaN when it was already there."""
+def ensure_half_index(conn, leaf: str, dim: int, m: int, ef_construction: int) -> float:
+    """Seconds to build the halfvec index (the shipped index's m and ef_construction),
+    or NaN when it was already there."""
     name = f"{leaf}_hnsw_half"
     if conn.execute("SELECT to_regclass(%s)", (f"casebase.{name}",)).fetchone()[0]:
         return float("nan")
-    options = dict(
-        o.split("=", 1)
-        for o in conn.execute(
-            "SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
-            (f"casebase.{leaf}_hnsw",),
-        ).fetchone()[0]
-        or ()
-    )
     conn.execute("SET maintenance_work_mem = '8GB'")
     conn.execute("SET max_parallel_maintenance_workers = 2")
     print(f"  building {name} ...", flush=True)
@@ -94,8 +88,7 @@ def ensure_half_index(conn, leaf: str, dim: int) -> float:
     conn.execute(
         f'CREATE INDEX "{name}" ON casebase."{leaf}" USING hnsw '
         f"((vec::halfvec({dim})) halfvec_cosine_ops) "
-        f"WITH (m = {int(options.get('m', 16))}, "
-        f"ef_construction = {int(options.get('ef_construction', 64))})"
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
     )
     return time.perf_counter() - start
 
@@ -132,7 +125,10 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 2
-        build_s = ensure_half_index(conn, leaf, args.dim)
+        shipped = describe_casebase(url)
+        build_s = ensure_half_index(
+            conn, leaf, args.dim, shipped["hnsw_m"], shipped["hnsw_ef_construction"]
+        )
         sizes = {
             kind: conn.execute(
                 "SELECT pg_relation_size(%s::regclass)", (f"casebase.{leaf}_{suffix}",)

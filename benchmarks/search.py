@@ -259,9 +259,7 @@ def load_casebase(
         conn.execute("SET max_parallel_maintenance_workers = 2")
         print("  building the CXR HNSW index ...", flush=True)
         t0 = time.perf_counter()
-        shipped_m, shipped_efc = db_spaces.hnsw_params(conn)
-        m = shipped_m if m is None else m
-        ef_construction = shipped_efc if ef_construction is None else ef_construction
+        # None: the installation's settings, which create_vector_index reads itself.
         db_spaces.create_vector_index(conn, space, MODALITY, m=m, ef_construction=ef_construction)
         build_s = time.perf_counter() - t0
     return {"load_s": load_s, "analyze_s": analyze_s, "build_s": build_s, **describe_casebase(url)}
