@@ -20,6 +20,16 @@ def test_views_exist(db_url):
     assert VIEWS <= {r[0] for r in rows}, rows
 
 
+def _leaf_indexes(conn, table: str) -> dict[str, str]:
+    return dict(
+        conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'casebase' "
+            "AND tablename = %s",
+            (table,),
+        ).fetchall()
+    )
+
+
 def test_every_leaf_partition_has_an_hnsw_index(db_url):
     with connect(db_url) as conn:
         space = spaces.ensure_space(conn, name="s8", model_name="test", dim=8)
@@ -28,14 +38,7 @@ def test_every_leaf_partition_has_an_hnsw_index(db_url):
         leaves = spaces.leaf_partitions(conn, space)
         assert [m for m, _ in leaves] == ["CT", "CXR", "KXR"]
         for _, table in leaves:
-            defs = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT indexdef FROM pg_indexes WHERE schemaname = 'casebase' "
-                    "AND tablename = %s",
-                    (table,),
-                ).fetchall()
-            ]
+            defs = list(_leaf_indexes(conn, table).values())
             hnsw = [d for d in defs if "USING hnsw" in d]
             assert len(hnsw) == 1 and "vector(8)" in hnsw[0] and "vector_cosine_ops" in hnsw[0], (
                 defs
@@ -59,16 +62,6 @@ def test_hnsw_parameters_are_settings(db_url):
         ).fetchone()
         assert "m='12'" in indexdef and "ef_construction='40'" in indexdef, indexdef
         conn.rollback()
-
-
-def _leaf_indexes(conn, table: str) -> dict[str, str]:
-    return dict(
-        conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'casebase' "
-            "AND tablename = %s",
-            (table,),
-        ).fetchall()
-    )
 
 
 def test_revision_0006_gives_existing_and_new_leaves_a_covering_filter_index(server_url):
