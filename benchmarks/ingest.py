@@ -53,8 +53,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 MODELS = {  # --models key: (label printed, loader)
     "tiny-random": ("tiny-random", lambda: load_encoder("tiny-random", device="cpu")),
-    "vit-b-32-random": ("ViT-B-32 (random weights, timing only)", lambda: load_encoder(
-        "ViT-B-32", pretrained=None, allow_random_weights=True, device="cpu")),
+    "vit-b-32-random": (
+        "ViT-B-32 (random weights, timing only)",
+        lambda: load_encoder("ViT-B-32", pretrained=None, allow_random_weights=True, device="cpu"),
+    ),
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -68,15 +70,16 @@ def model_only(encoder: Encoder, tensors: torch.Tensor, batch_size: int) -> floa
     encoder.encode_images(tensors[:batch_size])  # warm-up (allocations, kernels)
     start = time.perf_counter()
     for i in range(0, len(tensors), batch_size):
-        encoder.encode_images(tensors[i:i + batch_size])
+        encoder.encode_images(tensors[i : i + batch_size])
     return len(tensors) / (time.perf_counter() - start)
 
 
 def pipeline(encoder: Encoder, paths: list[Path], batch_size: int, workers: int) -> float:
     start = time.perf_counter()
     done = 0
-    for ok, vectors, failed in encoder.embed_stream(paths, load_image, batch_size=batch_size,
-                                                    workers=workers):
+    for ok, vectors, failed in encoder.embed_stream(
+        paths, load_image, batch_size=batch_size, workers=workers
+    ):
         assert len(ok) == len(vectors), failed
         done += len(ok) + len(failed)
     assert done == len(paths)
@@ -136,8 +139,9 @@ def _own_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def whole_ingest(encoder: Encoder, paths: list[Path], batch_size: int, workers: int,
-                 tmp: Path) -> tuple[float, CpuSeconds]:
+def whole_ingest(
+    encoder: Encoder, paths: list[Path], batch_size: int, workers: int, tmp: Path
+) -> tuple[float, CpuSeconds]:
     """images/s of casebase's own ingest (reports included) into a fresh database."""
     import csv
 
@@ -148,12 +152,18 @@ def whole_ingest(encoder: Encoder, paths: list[Path], batch_size: int, workers: 
         w = csv.writer(fh)
         w.writerow(["study_id", "image_path", "modality", "body_part", "report"])
         for i, p in enumerate(paths):
-            w.writerow([f"B{i:06d}", str(p), "CR", "CHEST",
-                        "FINDINGS: Small left pleural effusion. No pneumothorax.\n"
-                        "IMPRESSION: Possible left lower lobe pneumonia."])
+            w.writerow(
+                [
+                    f"B{i:06d}",
+                    str(p),
+                    "CR",
+                    "CHEST",
+                    "FINDINGS: Small left pleural effusion. No pneumothorax.\n"
+                    "IMPRESSION: Possible left lower lobe pneumonia.",
+                ]
+            )
     url = fresh_database("bench_ingest")
-    options = IngestOptions(batch="bench", batch_size=batch_size, workers=workers,
-                            progress=False)
+    options = IngestOptions(batch="bench", batch_size=batch_size, workers=workers, progress=False)
     server0 = server_cpu_seconds()
     main0, kids0 = _own_seconds(resource.RUSAGE_SELF), _own_seconds(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -197,19 +207,33 @@ def copy_stage(rows: int, dim: int, *, defer_index: bool) -> tuple[float, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=Path,
-                        default=REPO.parent / "shared" / "data" / "covid_cxr" / "images")
+    parser.add_argument(
+        "--images", type=Path, default=REPO.parent / "shared" / "data" / "covid_cxr" / "images"
+    )
     parser.add_argument("-n", type=int, default=512, help="number of images (default 512)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None,
-                        help=f"decode workers (default here: {default_workers()})")
-    parser.add_argument("--threads", type=int, default=None,
-                        help=f"torch intra-op threads (default here: {torch.get_num_threads()})")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="alternate the two measurements this many times, keep the best "
-                             "of each (for shared, noisy machines)")
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help="comma-separated subset of: " + ", ".join(MODELS))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"decode workers (default here: {default_workers()})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch intra-op threads (default here: {torch.get_num_threads()})",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="alternate the two measurements this many times, keep the best "
+        "of each (for shared, noisy machines)",
+    )
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS)
+    )
     parser.add_argument("--copy-rows", type=int, default=100_000, help="0: no COPY stage")
     parser.add_argument("--copy-dim", type=int, default=512)
     args = parser.parse_args()
@@ -224,9 +248,11 @@ def main() -> None:
     workers = default_workers() if args.workers is None else args.workers
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"{len(paths)} images from {args.images}, batch {args.batch_size}, {cpus} CPU cores, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-          f"{workers} decode workers")
+    print(
+        f"{len(paths)} images from {args.images}, batch {args.batch_size}, {cpus} CPU cores, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"{workers} decode workers"
+    )
     from casebase.ingest.decode import warm_labeller
 
     start = time.perf_counter()
@@ -254,27 +280,37 @@ def main() -> None:
         rows.append((label, alone, piped, whole))
         spent[label] = cpu
     width = max(len(r[0]) for r in rows)
-    print(f"{'model':<{width}}  {'model only':>10}  {'stream':>8}  {'ratio':>5}  "
-          f"{'casebase ingest':>15}  {'ratio':>5}   (images/s)")
+    print(
+        f"{'model':<{width}}  {'model only':>10}  {'stream':>8}  {'ratio':>5}  "
+        f"{'casebase ingest':>15}  {'ratio':>5}   (images/s)"
+    )
     for label, alone, piped, whole in rows:
-        print(f"{label:<{width}}  {alone:>10.1f}  {piped:>8.1f}  {piped / alone:>5.2f}  "
-              f"{whole:>15.1f}  {whole / alone:>5.2f}")
+        print(
+            f"{label:<{width}}  {alone:>10.1f}  {piped:>8.1f}  {piped / alone:>5.2f}  "
+            f"{whole:>15.1f}  {whole / alone:>5.2f}"
+        )
     print(f"CPU seconds during casebase ingest (capacity = wall x {cpus} cores):")
     for label, cpu in spent.items():
         server = "n/a (not the embedded server)" if cpu.server is None else f"{cpu.server:.1f}"
-        print(f"  {label:<{width}}  wall {cpu.wall:.1f} s, capacity {cpu.wall * cpus:.1f}: "
-              f"main process {cpu.main:.1f}, decode workers {cpu.workers:.1f}, "
-              f"PostgreSQL {server}")
+        print(
+            f"  {label:<{width}}  wall {cpu.wall:.1f} s, capacity {cpu.wall * cpus:.1f}: "
+            f"main process {cpu.main:.1f}, decode workers {cpu.workers:.1f}, "
+            f"PostgreSQL {server}"
+        )
     if args.copy_rows <= 0:
         return
-    print(f"COPY stage alone: {args.copy_rows} studies x 1 vector of {args.copy_dim} dims "
-          "(binary COPY of study + image + embedding rows)")
+    print(
+        f"COPY stage alone: {args.copy_rows} studies x 1 vector of {args.copy_dim} dims "
+        "(binary COPY of study + image + embedding rows)"
+    )
     live, _ = copy_stage(args.copy_rows, args.copy_dim, defer_index=False)
     print(f"  HNSW index live (monthly batch):       {live:>10,.0f} rows/s")
     deferred, build = copy_stage(args.copy_rows, args.copy_dim, defer_index=True)
     overall = args.copy_rows / (args.copy_rows / deferred + build)
-    print(f"  index dropped, built after (backfill): {deferred:>10,.0f} rows/s, then "
-          f"{build:.1f} s to build HNSW ({overall:,.0f} rows/s overall)")
+    print(
+        f"  index dropped, built after (backfill): {deferred:>10,.0f} rows/s, then "
+        f"{build:.1f} s to build HNSW ({overall:,.0f} rows/s overall)"
+    )
 
 
 if __name__ == "__main__":

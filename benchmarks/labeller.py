@@ -161,8 +161,15 @@ def score(rows: list[Row], predictions: list[dict[str, str]]) -> dict[str, dict[
         p = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 0.0
         r = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 0.0
         f1 = 2 * p * r / (p + r) if p + r else 0.0
-        table[f] = {"n_pos": c["tp"] + c["fn"], "tp": c["tp"], "fp": c["fp"], "fn": c["fn"],
-                    "precision": p, "recall": r, "f1": f1}
+        table[f] = {
+            "n_pos": c["tp"] + c["fn"],
+            "tp": c["tp"],
+            "fp": c["fp"],
+            "fn": c["fn"],
+            "precision": p,
+            "recall": r,
+            "f1": f1,
+        }
     return table
 
 
@@ -175,21 +182,31 @@ def micro_f1(table: dict[str, dict[str, float]], min_pos: int = MIN_POSITIVES) -
 
 
 def print_table(table: dict[str, dict[str, float]], n_reports: int, seconds: float) -> None:
-    print(f"{'finding':<26}{'n_pos':>6}{'tp':>6}{'fp':>6}{'fn':>6}"
-          f"{'precision':>11}{'recall':>8}{'F1':>7}")
+    print(
+        f"{'finding':<26}{'n_pos':>6}{'tp':>6}{'fp':>6}{'fn':>6}"
+        f"{'precision':>11}{'recall':>8}{'F1':>7}"
+    )
     for f, v in sorted(table.items(), key=lambda kv: -kv[1]["n_pos"]):
         mark = "" if v["n_pos"] >= MIN_POSITIVES else "  (<30, not in micro)"
-        print(f"{f:<26}{v['n_pos']:>6}{v['tp']:>6}{v['fp']:>6}{v['fn']:>6}"
-              f"{v['precision']:>11.3f}{v['recall']:>8.3f}{v['f1']:>7.3f}{mark}")
+        print(
+            f"{f:<26}{v['n_pos']:>6}{v['tp']:>6}{v['fp']:>6}{v['fn']:>6}"
+            f"{v['precision']:>11.3f}{v['recall']:>8.3f}{v['f1']:>7.3f}{mark}"
+        )
     print(f"micro-F1 over findings with >= {MIN_POSITIVES} positives: {micro_f1(table):.3f}")
     print(f"{n_reports} reports labelled in {seconds:.2f} s")
 
 
 def print_errors(rows: list[Row], preds: list[dict[str, str]], finding: str, n: int) -> None:
-    fps = [(r, p) for r, p in zip(rows, preds, strict=True)
-           if p.get(finding) == "present" and finding not in r.gold]
-    fns = [(r, p) for r, p in zip(rows, preds, strict=True)
-           if p.get(finding) != "present" and finding in r.gold]
+    fps = [
+        (r, p)
+        for r, p in zip(rows, preds, strict=True)
+        if p.get(finding) == "present" and finding not in r.gold
+    ]
+    fns = [
+        (r, p)
+        for r, p in zip(rows, preds, strict=True)
+        if p.get(finding) != "present" and finding in r.gold
+    ]
     for name, errs in (("FALSE POSITIVES", fps), ("FALSE NEGATIVES", fns)):
         print(f"\n=== {name} for {finding}: {len(errs)} ===")
         for row, pred in errs[:n]:
@@ -214,14 +231,25 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     table = score(rows, preds)
     if args.json:
-        print(json.dumps({"micro_f1": micro_f1(table), "n_reports": len(rows),
-                          "skipped_not_indexed": skipped.not_indexed,
-                          "skipped_no_text": skipped.no_text,
-                          "seconds": seconds, "findings": table}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "micro_f1": micro_f1(table),
+                    "n_reports": len(rows),
+                    "skipped_not_indexed": skipped.not_indexed,
+                    "skipped_no_text": skipped.no_text,
+                    "seconds": seconds,
+                    "findings": table,
+                },
+                indent=2,
+            )
+        )
     else:
         print_table(table, len(rows), seconds)
-        print(f"skipped: {skipped.not_indexed} reports never coded (No Indexing), "
-              f"{skipped.no_text} with no findings/impression text")
+        print(
+            f"skipped: {skipped.not_indexed} reports never coded (No Indexing), "
+            f"{skipped.no_text} with no findings/impression text"
+        )
     if args.errors:
         print_errors(rows, preds, args.errors, args.n)
     return 0

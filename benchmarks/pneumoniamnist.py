@@ -58,8 +58,9 @@ def write_split(data, split: str, out: Path) -> Path:
     manifest = out / f"{split}.csv"
     with manifest.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["study_id", "patient_id", "modality", "body_part", "view", "image_path",
-                    "label"])
+        w.writerow(
+            ["study_id", "patient_id", "modality", "body_part", "view", "image_path", "label"]
+        )
         for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
             name = f"{split}_{i:05d}.png"
             if not (folder / name).exists():
@@ -93,21 +94,28 @@ def cross_precision(train_url: str, test_url: str, space: str, k: int = 5) -> fl
     with connect(test_url) as conn:
         queries = conn.execute(
             "SELECT e.vec, s.attributes ->> 'label' FROM casebase.embeddings e "
-            "JOIN casebase.studies s USING (study_id) WHERE e.space = 'trained'").fetchall()
+            "JOIN casebase.studies s USING (study_id) WHERE e.space = 'trained'"
+        ).fetchall()
     with casebase.connect(train_url) as client:
-        train_label = dict(client.conn.execute(
-            "SELECT study_id, attributes ->> 'label' FROM casebase.studies").fetchall())
+        train_label = dict(
+            client.conn.execute(
+                "SELECT study_id, attributes ->> 'label' FROM casebase.studies"
+            ).fetchall()
+        )
         shares = []
         for vec, label in queries:
-            hits = client.search(vector=vec.to_numpy(), k=k, space=space, modality="CXR",
-                                 exclude_same_patient=False)
+            hits = client.search(
+                vector=vec.to_numpy(), k=k, space=space, modality="CXR", exclude_same_patient=False
+            )
             shares.append(sum(train_label[h.study_id] == label for h in hits) / k)
     return float(np.mean(shares))
 
 
 def cpu_seconds() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN)
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
@@ -155,18 +163,36 @@ def main(argv: list[str] | None = None) -> int:
     with casebase.connect(test_url) as client:
         r = client.evaluate(space="tiny-random", **ev)
     rows.append(("tiny-random (random weights)", "test", r.precision_at_k[5], r.map_at_k[5]))
-    rows.append(("raw pixels (L2-normalised, exact kNN)", "test",
-                 raw_pixel_precision(data["test_images"], data["test_labels"].ravel()), None))
+    rows.append(
+        (
+            "raw pixels (L2-normalised, exact kNN)",
+            "test",
+            raw_pixel_precision(data["test_images"], data["test_labels"].ravel()),
+            None,
+        )
+    )
 
     config = work / "pmnist-rn16-64.json"
     config.write_text(json.dumps(SMALL_RESNET_CFG, indent=2))
     out = work / "run"
     wall, cpu = time.perf_counter(), cpu_seconds()
     with connect(train_url) as conn:
-        result = train(conn, space="tiny-random", base=str(config), text="label:label",
-                       epochs=args.epochs, out=out, device="cpu", batch_size=args.batch_size,
-                       lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-                       patience=args.patience, max_minutes=args.max_minutes, progress=None)
+        result = train(
+            conn,
+            space="tiny-random",
+            base=str(config),
+            text="label:label",
+            epochs=args.epochs,
+            out=out,
+            device="cpu",
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            patience=args.patience,
+            max_minutes=args.max_minutes,
+            progress=None,
+        )
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     checkpoint = result.checkpoint
     assert checkpoint is not None
@@ -176,20 +202,34 @@ def main(argv: list[str] | None = None) -> int:
         reembed(conn, source="tiny-random", target="trained", progress=False)
     with casebase.connect(test_url) as client:
         r = client.evaluate(space="trained", **ev)
-    rows.append(("casebase train (random init, train split)", "test", r.precision_at_k[5],
-                 r.map_at_k[5]))
+    rows.append(
+        ("casebase train (random init, train split)", "test", r.precision_at_k[5], r.map_at_k[5])
+    )
 
     with connect(train_url) as conn:
         add_checkpoint_space(conn, checkpoint, name="trained")
         reembed(conn, source="tiny-random", target="trained", progress=False)
         add_checkpoint_space(conn, checkpoint, name="trained-fused")
-        fused = reembed(conn, source="tiny-random", target="trained-fused",
-                        fuse_text="label:label", w_img=args.w_img, w_text=args.w_text,
-                        progress=False)
-    rows.append(("  same model, no fusion", "train", cross_precision(train_url, test_url,
-                                                                      "trained"), None))
-    rows.append((f"  + label fusion (w_img {args.w_img}, w_text {args.w_text})", "train",
-                 cross_precision(train_url, test_url, "trained-fused"), None))
+        fused = reembed(
+            conn,
+            source="tiny-random",
+            target="trained-fused",
+            fuse_text="label:label",
+            w_img=args.w_img,
+            w_text=args.w_text,
+            progress=False,
+        )
+    rows.append(
+        ("  same model, no fusion", "train", cross_precision(train_url, test_url, "trained"), None)
+    )
+    rows.append(
+        (
+            f"  + label fusion (w_img {args.w_img}, w_text {args.w_text})",
+            "train",
+            cross_precision(train_url, test_url, "trained-fused"),
+            None,
+        )
+    )
     embedded.stop(load_settings().embedded_dir)
 
     print(f"\nPneumoniaMNIST, P@5 by label, {n_test} test images as queries (self excluded)")
@@ -198,21 +238,29 @@ def main(argv: list[str] | None = None) -> int:
     for name, index, p5, map5 in rows:
         m = f"{map5:6.3f}" if map5 is not None else f"{'':>6}"
         print(f"{name:<48} {sizes[index]:<14} {p5:6.3f} {m}")
-    print(f"\ntraining: {result.epochs_done} epochs (best {result.best_epoch}, stopped by "
-          f"{result.stopped}), {result.n_train} train / {result.n_held_out} held-out images, "
-          f"held-out P@5 {result.baseline_precision:.3f} -> {result.best_precision:.3f}")
-    print(f"training time: wall {wall:.0f} s, CPU {cpu:.0f} s "
-          f"(torch threads {_threads()}, {os.cpu_count()} cores); fused {fused.fused} vectors")
+    print(
+        f"\ntraining: {result.epochs_done} epochs (best {result.best_epoch}, stopped by "
+        f"{result.stopped}), {result.n_train} train / {result.n_held_out} held-out images, "
+        f"held-out P@5 {result.baseline_precision:.3f} -> {result.best_precision:.3f}"
+    )
+    print(
+        f"training time: wall {wall:.0f} s, CPU {cpu:.0f} s "
+        f"(torch threads {_threads()}, {os.cpu_count()} cores); fused {fused.fused} vectors"
+    )
     print("\ncommands (same as the library calls above):")
-    print(f"  casebase train --space tiny-random --base {config} --text label:label "
-          f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} "
-          f"--weight-decay {args.weight_decay} --patience {args.patience} "
-          f"--max-minutes {args.max_minutes} --out {out}")
+    print(
+        f"  casebase train --space tiny-random --base {config} --text label:label "
+        f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} "
+        f"--weight-decay {args.weight_decay} --patience {args.patience} "
+        f"--max-minutes {args.max_minutes} --out {out}"
+    )
     print(f"  casebase spaces add --checkpoint {checkpoint} --name trained")
     print("  casebase reembed --from tiny-random --to trained")
     print("  casebase eval --space trained --label label -k 5 --queries 624 --modality CXR")
-    print("  casebase reembed --from tiny-random --to trained-fused --fuse-text label:label "
-          f"--w-img {args.w_img} --w-text {args.w_text}")
+    print(
+        "  casebase reembed --from tiny-random --to trained-fused --fuse-text label:label "
+        f"--w-img {args.w_img} --w-text {args.w_text}"
+    )
     return 0
 
 

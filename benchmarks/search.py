@@ -492,10 +492,18 @@ def main() -> None:
         default=None,
         help="FAISS HNSW efSearch (default: what casebase uses for this k)",
     )
-    parser.add_argument("--hnsw-m", type=int, default=None,
-                        help="HNSW m for both casebase and FAISS (default: casebase's setting)")
-    parser.add_argument("--hnsw-ef-construction", type=int, default=None,
-                        help="HNSW ef_construction for both (default: casebase's setting)")
+    parser.add_argument(
+        "--hnsw-m",
+        type=int,
+        default=None,
+        help="HNSW m for both casebase and FAISS (default: casebase's setting)",
+    )
+    parser.add_argument(
+        "--hnsw-ef-construction",
+        type=int,
+        default=None,
+        help="HNSW ef_construction for both (default: casebase's setting)",
+    )
     parser.add_argument("--database", default="bench_search", help="recreated each run")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument(
@@ -522,8 +530,12 @@ def main() -> None:
         print(f"reusing database {args.database!r} (load and build not timed) ...", flush=True)
         url = databases.with_database(checked_url(), args.database)
         migrate.upgrade(url)
-        pg = {"load_s": float("nan"), "analyze_s": float("nan"), "build_s": float("nan"),
-              **describe_casebase(url)}
+        pg = {
+            "load_s": float("nan"),
+            "analyze_s": float("nan"),
+            "build_s": float("nan"),
+            **describe_casebase(url),
+        }
     else:
         print(f"loading into database {args.database!r} ...", flush=True)
         url = fresh_database(args.database)

@@ -238,7 +238,11 @@ def _reembed(args: argparse.Namespace) -> int:
 
 # Sub-command parsers contributed by other modules (ingest, search, ...).
 EXTENSIONS: list[Callable] = [
-    _ingest_parser, _search_parser, _synthesis_parsers, _eval_parser, _train_parsers
+    _ingest_parser,
+    _search_parser,
+    _synthesis_parsers,
+    _eval_parser,
+    _train_parsers,
 ]
 
 

@@ -61,8 +61,15 @@ from casebase import embedding_presets as _p
 from casebase.embedding_presets import PRESETS, Preset
 from casebase.errors import ConfigError, InputError, ModelError
 
-__all__ = ["PRESETS", "Encoder", "Preprocess", "Preset", "SpaceSpec", "default_workers",
-           "load_encoder"]
+__all__ = [
+    "PRESETS",
+    "Encoder",
+    "Preprocess",
+    "Preset",
+    "SpaceSpec",
+    "default_workers",
+    "load_encoder",
+]
 
 logger = logging.getLogger(__name__)
 _WORKER_NICENESS = 10
@@ -133,8 +140,12 @@ def _grey_invariant(transform: Callable[[Any], Any]) -> bool:
         grey, rgb = transform(probe), transform(probe.convert("RGB"))
     except Exception:  # a transform that rejects L images
         return False
-    return (isinstance(grey, torch.Tensor) and isinstance(rgb, torch.Tensor)
-            and grey.shape == rgb.shape and bool(torch.equal(grey, rgb)))
+    return (
+        isinstance(grey, torch.Tensor)
+        and isinstance(rgb, torch.Tensor)
+        and grey.shape == rgb.shape
+        and bool(torch.equal(grey, rgb))
+    )
 
 
 def default_workers(device: str = "cpu") -> int:
@@ -155,8 +166,9 @@ def default_workers(device: str = "cpu") -> int:
 class Encoder:
     """A loaded model, its preprocessing and its ``SpaceSpec``. Use ``load_encoder``."""
 
-    def __init__(self, model: Any, preprocess: Preprocess, spec: SpaceSpec, device: str,
-                 tokenizer_arch: str) -> None:
+    def __init__(
+        self, model: Any, preprocess: Preprocess, spec: SpaceSpec, device: str, tokenizer_arch: str
+    ) -> None:
         self.model = model
         self.preprocess = preprocess
         self.spec = spec
@@ -188,8 +200,10 @@ class Encoder:
         """Embed PIL images in the calling process (queries, small sets)."""
         import torch
 
-        out = [self.encode_images(torch.stack([self.preprocess(im) for im in chunk]))
-               for chunk in _chunks(list(images), batch_size)]
+        out = [
+            self.encode_images(torch.stack([self.preprocess(im) for im in chunk]))
+            for chunk in _chunks(list(images), batch_size)
+        ]
         return np.concatenate(out) if out else np.empty((0, self.spec.dim), np.float32)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
@@ -204,8 +218,10 @@ class Encoder:
             try:
                 self._tokenizer = open_clip.get_tokenizer(self._tokenizer_arch)
             except Exception as exc:
-                raise ModelError(f"cannot load the tokenizer of {self.spec.name} "
-                                 f"({type(exc).__name__}: {exc}): {_p.FIX_HINT}") from exc
+                raise ModelError(
+                    f"cannot load the tokenizer of {self.spec.name} "
+                    f"({type(exc).__name__}: {exc}): {_p.FIX_HINT}"
+                ) from exc
         if not texts:
             return np.empty((0, self.spec.dim), np.float32)
         with torch.inference_mode():
@@ -250,7 +266,10 @@ class Encoder:
             raise InputError(f"need workers >= 0 and batch_size >= 1, got {workers}, {batch_size}")
         loader = DataLoader(
             _StreamDataset(items, load, self.preprocess, with_extra),  # type: ignore[arg-type]
-            batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
             pin_memory=self.device.startswith("cuda"),
             prefetch_factor=4 if workers else None,
             worker_init_fn=_yield_to_model if self.device == "cpu" else None,
@@ -258,8 +277,11 @@ class Encoder:
         batches = iter(loader)  # workers start decoding while the probe below runs
         with self._cpu_threads_for_stream(workers):
             for ok_idx, batch, failed_idx, extras in batches:
-                vectors = (self.encode_images(batch) if batch is not None
-                           else np.empty((0, self.spec.dim), np.float32))
+                vectors = (
+                    self.encode_images(batch)
+                    if batch is not None
+                    else np.empty((0, self.spec.dim), np.float32)
+                )
                 failed = [(items[i], reason) for i, reason in failed_idx]
                 for item, reason in failed:
                     logger.debug("cannot embed %r: %s", item, reason)
@@ -328,8 +350,13 @@ def _yield_to_model(worker_id: int) -> None:
 class _StreamDataset:
     """Map-style dataset (no torch import needed): index → (index, tensor | None, reason)."""
 
-    def __init__(self, items: list[Any], load: Callable[[Any], Any],
-                 preprocess: Preprocess, with_extra: bool = False) -> None:
+    def __init__(
+        self,
+        items: list[Any],
+        load: Callable[[Any], Any],
+        preprocess: Preprocess,
+        with_extra: bool = False,
+    ) -> None:
         self.items, self.load, self.preprocess = items, load, preprocess
         self.with_extra = with_extra
 
@@ -356,7 +383,7 @@ def _collate(samples: list[tuple[int, Any, str | None, Any]]) -> tuple[list[int]
 
 def _chunks(seq: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(seq), size):
-        yield seq[start:start + size]
+        yield seq[start : start + size]
 
 
 # --- loading -------------------------------------------------------------------------
@@ -382,8 +409,9 @@ def load_encoder(
         import open_clip
         import torch
     except ImportError as exc:
-        raise ModelError(f"embedding needs torch and open_clip ({exc.name} is missing): "
-                         f"{_p.EMBED_EXTRA_HINT}") from exc
+        raise ModelError(
+            f"embedding needs torch and open_clip ({exc.name} is missing): {_p.EMBED_EXTRA_HINT}"
+        ) from exc
     if (model is None and checkpoint is None) or device is None:
         from casebase.config import load_settings
 
@@ -406,14 +434,19 @@ def load_encoder(
     pp = net.visual.preprocess_cfg
     transform = image_transform_v2(
         PreprocessCfg(**{k: pp[k] for k in PreprocessCfg.__dataclass_fields__ if k in pp}),
-        is_train=False)
-    spec = SpaceSpec(name=spec["name"], model_name=spec["model_name"],
-                     pretrained=spec["pretrained"], checkpoint_sha256=spec["sha256"],
-                     dim=_embed_dim(net), image_size=_p.image_size(pp["size"]),
-                     preprocess=_describe(pp))
+        is_train=False,
+    )
+    spec = SpaceSpec(
+        name=spec["name"],
+        model_name=spec["model_name"],
+        pretrained=spec["pretrained"],
+        checkpoint_sha256=spec["sha256"],
+        dim=_embed_dim(net),
+        image_size=_p.image_size(pp["size"]),
+        preprocess=_describe(pp),
+    )
     logger.info("loaded %s (%s, dim %d) on %s", spec.name, spec.preprocess, spec.dim, device)
-    return Encoder(net, Preprocess(transform, _grey_invariant(transform)), spec, device,
-                   arch)
+    return Encoder(net, Preprocess(transform, _grey_invariant(transform)), spec, device, arch)
 
 
 def _resolve_device(torch: Any, device: str | None) -> str:
@@ -424,8 +457,9 @@ def _resolve_device(torch: Any, device: str | None) -> str:
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"invalid torch device {device!r}: {exc}") from exc
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU: "
-                          "use --device cpu")
+        raise ConfigError(
+            f"device {device!r} asked for, but torch sees no CUDA GPU: use --device cpu"
+        )
     return device
 
 
@@ -445,8 +479,11 @@ def _describe(pp: dict[str, Any]) -> str:
     size = pp["size"] if isinstance(pp["size"], int) else "x".join(map(str, pp["size"]))
     if not isinstance(pp["size"], int) and len(set(pp["size"])) == 1:
         size = pp["size"][0]
-    resize = {"shortest": f"resize{size}-centercrop", "squash": f"squash{size}",
-              "longest": f"longest{size}-pad"}.get(pp["resize_mode"], f"{pp['resize_mode']}{size}")
+    resize = {
+        "shortest": f"resize{size}-centercrop",
+        "squash": f"squash{size}",
+        "longest": f"longest{size}-pad",
+    }.get(pp["resize_mode"], f"{pp['resize_mode']}{size}")
     key = (tuple(round(v, 8) for v in pp["mean"]), tuple(round(v, 8) for v in pp["std"]))
     norm = _NORMS.get(key) or "norm-" + hashlib.sha1(repr(key).encode()).hexdigest()[:8]
     return f"{resize}-{pp['interpolation']}-{norm}"

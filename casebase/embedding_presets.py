@@ -68,25 +68,29 @@ TINY_RANDOM_ARCH = "casebase-tiny-random"
 #: them the token embedding; hundreds of images/s on two CPU cores.
 TINY_RANDOM_CFG: dict[str, Any] = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
-                   "patch_size": 16},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2,
-                 "layers": 2},
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 
 PRESETS: dict[str, Preset] = {
     "metaclip-pe-core-bigg-448": Preset(
-        "PE-Core-bigG-14-448", "meta",
-        "Perception Encoder bigG/14 at 448 px (the production system's MetaCLIP successor)"),
+        "PE-Core-bigG-14-448",
+        "meta",
+        "Perception Encoder bigG/14 at 448 px (the production system's MetaCLIP successor)",
+    ),
     "biomedclip": Preset(
-        "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None,
+        "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+        None,
         "BiomedCLIP ViT-B/16 + PubMedBERT, trained on PMC-15M figure-caption pairs",
-        requires=("transformers",)),
+        requires=("transformers",),
+    ),
     "clip-vit-b-32": Preset("ViT-B-32", "openai", "OpenAI CLIP ViT-B/32"),
     "tiny-random": Preset(
-        TINY_RANDOM_ARCH, None,
-        "tiny open_clip ViT with seeded random weights: for tests only, neighbours are "
-        "meaningless", random_seed=RANDOM_SEED),
+        TINY_RANDOM_ARCH,
+        None,
+        "tiny open_clip ViT with seeded random weights: for tests only, neighbours are meaningless",
+        random_seed=RANDOM_SEED,
+    ),
 }
 
 
@@ -121,8 +125,10 @@ def register_arch(name: str, model_cfg: dict[str, Any]) -> None:
         path.write_text(json.dumps(model_cfg))
         open_clip.add_model_config(path)
     if open_clip.get_model_config(name) is None:
-        raise ModelError(f"open_clip rejected the architecture config {name!r}: it needs "
-                         "embed_dim, vision_cfg and text_cfg")
+        raise ModelError(
+            f"open_clip rejected the architecture config {name!r}: it needs "
+            "embed_dim, vision_cfg and text_cfg"
+        )
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -152,8 +158,9 @@ def _probe(url: str, missing: str) -> None:
     try:
         get_session().head(url, timeout=5)
     except Exception as exc:
-        raise ModelError(f"{missing} and {url} cannot be reached ({type(exc).__name__}): "
-                         f"{FIX_HINT}") from exc
+        raise ModelError(
+            f"{missing} and {url} cannot be reached ({type(exc).__name__}): {FIX_HINT}"
+        ) from exc
 
 
 def hf_file(repo_id: str, filenames: tuple[str, ...], what: str) -> Path:
@@ -175,8 +182,9 @@ def hf_file(repo_id: str, filenames: tuple[str, ...], what: str) -> Path:
             return Path(hf_hub_download(repo_id, filename))
         except Exception as exc:  # a missing alternative is normal: try the next one
             errors.append(f"{filename}: {type(exc).__name__}")
-    raise ModelError(f"cannot download weights of {what} from {repo_id} "
-                     f"({'; '.join(errors)}): {FIX_HINT}")
+    raise ModelError(
+        f"cannot download weights of {what} from {repo_id} ({'; '.join(errors)}): {FIX_HINT}"
+    )
 
 
 def tag_weights(model_name: str, tag: str, what: str) -> tuple[Path, dict[str, Any]]:
@@ -186,9 +194,11 @@ def tag_weights(model_name: str, tag: str, what: str) -> tuple[Path, dict[str, A
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise ModelError(f"{tag!r} is not a pretrained tag of open_clip model {model_name!r} "
-                         f"(known: {', '.join(tags) or 'none'}); for local weights use "
-                         "--checkpoint PATH")
+        raise ModelError(
+            f"{tag!r} is not a pretrained tag of open_clip model {model_name!r} "
+            f"(known: {', '.join(tags) or 'none'}); for local weights use "
+            "--checkpoint PATH"
+        )
     if cfg.get("hf_hub"):
         # open_clip's form: "org/repo/" (default file names) or "org/repo/file.bin"
         repo_id, filename = cfg["hf_hub"].rstrip("/"), ""
@@ -208,8 +218,9 @@ def tag_weights(model_name: str, tag: str, what: str) -> tuple[Path, dict[str, A
     try:  # checks the sha256 embedded in the URL
         return Path(open_clip.download_pretrained_from_url(url)), cfg
     except Exception as exc:
-        raise ModelError(f"cannot download weights of {what} from {url} "
-                         f"({type(exc).__name__}): {FIX_HINT}") from exc
+        raise ModelError(
+            f"cannot download weights of {what} from {url} ({type(exc).__name__}): {FIX_HINT}"
+        ) from exc
 
 
 def preprocess_overrides(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -247,32 +258,44 @@ def sha256_of(path: Path) -> str:
 def read_checkpoint_config(checkpoint: Path) -> CheckpointConfig:
     """Read and check ``<name>.json`` beside ``checkpoint``; verify the file's sha256."""
     if not checkpoint.is_file():
-        raise ModelError(f"checkpoint {checkpoint} does not exist: pass the .pt file written "
-                         "by `casebase train` (with its .json beside it)")
+        raise ModelError(
+            f"checkpoint {checkpoint} does not exist: pass the .pt file written "
+            "by `casebase train` (with its .json beside it)"
+        )
     config_path = checkpoint.with_suffix(".json")
     try:
         raw = json.loads(config_path.read_text())
     except FileNotFoundError:
-        raise ModelError(f"checkpoint {checkpoint} has no config {config_path}: write it as "
-                         "documented in casebase.embedding") from None
+        raise ModelError(
+            f"checkpoint {checkpoint} has no config {config_path}: write it as "
+            "documented in casebase.embedding"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read checkpoint config {config_path}: {exc}") from exc
     if not isinstance(raw, dict) or ("model_name" in raw) == ("model_cfg" in raw):
-        raise ModelError(f"checkpoint config {config_path} needs exactly one of "
-                         "'model_name' and 'model_cfg'")
+        raise ModelError(
+            f"checkpoint config {config_path} needs exactly one of 'model_name' and 'model_cfg'"
+        )
     missing = [key for key in ("image_size", "sha256") if key not in raw]
     if missing:
         raise ModelError(f"checkpoint config {config_path} lacks {', '.join(missing)}")
     actual = sha256_of(checkpoint)
     if str(raw["sha256"]).lower() != actual:
-        raise ModelError(f"checkpoint {checkpoint} has sha256 {actual[:12]}…, its config "
-                         f"{config_path} says {str(raw['sha256'])[:12]}…: wrong or corrupt file")
+        raise ModelError(
+            f"checkpoint {checkpoint} has sha256 {actual[:12]}…, its config "
+            f"{config_path} says {str(raw['sha256'])[:12]}…: wrong or corrupt file"
+        )
     return CheckpointConfig(
-        weights=checkpoint, config_path=config_path, model_name=raw.get("model_name"),
-        model_cfg=raw.get("model_cfg"), image_size=int(raw["image_size"]),
+        weights=checkpoint,
+        config_path=config_path,
+        model_name=raw.get("model_name"),
+        model_cfg=raw.get("model_cfg"),
+        image_size=int(raw["image_size"]),
         quick_gelu=bool(raw.get("quick_gelu", False)),
-        preprocess_cfg=dict(raw.get("preprocess_cfg") or {}), base=raw.get("base"),
-        sha256=actual)
+        preprocess_cfg=dict(raw.get("preprocess_cfg") or {}),
+        base=raw.get("base"),
+        sha256=actual,
+    )
 
 
 def check_state_dict(model: Any, state_dict: dict[str, Any], source: Path) -> None:
@@ -284,8 +307,11 @@ def check_state_dict(model: Any, state_dict: dict[str, Any], source: Path) -> No
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [k for k in expected if k in state_dict
-              and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    shapes = [
+        k
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
     if not (missing or unexpected or shapes):
         return
     parts = []
@@ -295,10 +321,13 @@ def check_state_dict(model: Any, state_dict: dict[str, Any], source: Path) -> No
         parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
     if shapes:
         k = shapes[0]
-        parts.append(f"{len(shapes)} of another shape (e.g. {k}: "
-                     f"{tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)})")
-    raise ModelError(f"weights in {source} do not match the architecture in its config: "
-                     f"{'; '.join(parts)}")
+        parts.append(
+            f"{len(shapes)} of another shape (e.g. {k}: "
+            f"{tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)})"
+        )
+    raise ModelError(
+        f"weights in {source} do not match the architecture in its config: {'; '.join(parts)}"
+    )
 
 
 # --- building models -------------------------------------------------------------------
@@ -314,23 +343,31 @@ def _missing(module: str) -> bool:
 def _require(modules: Sequence[str], what: str, why: str) -> None:
     absent = [m for m in modules if _missing(m)]
     if absent:
-        raise ModelError(f"{what} needs the Python package {', '.join(absent)} ({why}): "
-                         f"{HF_TEXT_HINT}")
+        raise ModelError(
+            f"{what} needs the Python package {', '.join(absent)} ({why}): {HF_TEXT_HINT}"
+        )
 
 
-def build_named(open_clip: Any, model: str, pretrained: str | None,
-               allow_random: bool) -> tuple[Any, dict[str, Any], str]:
+def build_named(
+    open_clip: Any, model: str, pretrained: str | None, allow_random: bool
+) -> tuple[Any, dict[str, Any], str]:
     preset = PRESETS.get(model)
     if preset is not None:
         if pretrained is not None:
             raise ModelError(f"preset {model!r} already names its weights: drop --pretrained")
-        _require(preset.requires, f"model {model!r}",
-                 "its text tower is a Hugging Face transformers model")
+        _require(
+            preset.requires,
+            f"model {model!r}",
+            "its text tower is a Hugging Face transformers model",
+        )
         arch, tag = preset.model_name, preset.pretrained
         if preset.random_seed is not None:
             register_arch(arch, TINY_RANDOM_CFG)
-            return _random(open_clip, arch, model, preset.random_seed), \
-                _spec_fields(model, arch, None), arch
+            return (
+                _random(open_clip, arch, model, preset.random_seed),
+                _spec_fields(model, arch, None),
+                arch,
+            )
     else:
         arch, tag = model, pretrained
     name = preset_name_for(arch, tag)
@@ -339,7 +376,7 @@ def build_named(open_clip: Any, model: str, pretrained: str | None,
     if arch.startswith("hf-hub:"):
         if tag is not None:
             raise ModelError(f"{arch} carries its own weights: drop --pretrained")
-        repo = arch[len("hf-hub:"):]
+        repo = arch[len("hf-hub:") :]
         config = hf_file(repo, ("open_clip_config.json",), what)
         weights = hf_file(repo, HF_WEIGHT_FILES, what)
         try:
@@ -350,40 +387,64 @@ def build_named(open_clip: Any, model: str, pretrained: str | None,
             raise ModelError(f"bad open_clip_config.json in {repo}: {exc}") from exc
         text_tower = (hub_cfg["model_cfg"].get("text_cfg") or {}).get("hf_model_name")
         if text_tower:
-            _require(("transformers",), what,
-                     f"its text tower is the Hugging Face model {text_tower}")
-        net = _create(open_clip, local_arch, weights, what,
-                      force_preprocess_cfg=hub_cfg.get("preprocess_cfg") or {})
+            _require(
+                ("transformers",), what, f"its text tower is the Hugging Face model {text_tower}"
+            )
+        net = _create(
+            open_clip,
+            local_arch,
+            weights,
+            what,
+            force_preprocess_cfg=hub_cfg.get("preprocess_cfg") or {},
+        )
         return net, _spec_fields(name or "hf-" + slug(repo), arch, None), local_arch
 
     if open_clip.get_model_config(arch) is None:
         raise ModelError(
             f"unknown model {arch!r}: use a preset ({', '.join(PRESETS)}), an hf-hub: id, an "
             "open_clip architecture (open_clip.list_models()) with --pretrained TAG, "
-            "or --checkpoint PATH")
+            "or --checkpoint PATH"
+        )
     if tag is None:
         if allow_random:
             random_name = "random-" + slug(arch)
-            return _random(open_clip, arch, random_name, RANDOM_SEED), \
-                _spec_fields(random_name, arch, None), arch
+            return (
+                _random(open_clip, arch, random_name, RANDOM_SEED),
+                _spec_fields(random_name, arch, None),
+                arch,
+            )
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-        raise ModelError(f"model {arch!r} needs --pretrained TAG (known: {tags}); "
-                         "casebase never uses random weights silently")
+        raise ModelError(
+            f"model {arch!r} needs --pretrained TAG (known: {tags}); "
+            "casebase never uses random weights silently"
+        )
     weights, tag_cfg = tag_weights(arch, tag, what)
-    net = _create(open_clip, arch, weights, what,
-                  force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-                  force_preprocess_cfg=preprocess_overrides(tag_cfg))
+    net = _create(
+        open_clip,
+        arch,
+        weights,
+        what,
+        force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+        force_preprocess_cfg=preprocess_overrides(tag_cfg),
+    )
     return net, _spec_fields(name or slug(f"{arch}-{tag}"), arch, tag), arch
 
 
 def _create(open_clip: Any, arch: str, weights: Path, what: str, **kwargs: Any) -> Any:
     """open_clip.create_model with required weights; every failure becomes ModelError."""
     try:
-        return open_clip.create_model(arch, pretrained=str(weights), require_pretrained=True,
-                                      pretrained_text=False, device="cpu", **kwargs)
+        return open_clip.create_model(
+            arch,
+            pretrained=str(weights),
+            require_pretrained=True,
+            pretrained_text=False,
+            device="cpu",
+            **kwargs,
+        )
     except Exception as exc:
-        raise ModelError(f"cannot load {what} from {weights} "
-                         f"({type(exc).__name__}: {one_line(exc)[:200]})") from exc
+        raise ModelError(
+            f"cannot load {what} from {weights} ({type(exc).__name__}: {one_line(exc)[:200]})"
+        ) from exc
 
 
 def _random(open_clip: Any, arch: str, name: str, seed: int) -> Any:
@@ -392,10 +453,15 @@ def _random(open_clip: Any, arch: str, name: str, seed: int) -> Any:
 
     with torch.random.fork_rng(devices=[]), quiet_random_init_warning():
         torch.manual_seed(seed)
-        net = open_clip.create_model(arch, pretrained=None, pretrained_text=False,
-                                     pretrained_image=False, device="cpu")
-    logger.warning("model %r has random weights (seed %d): its neighbours are meaningless; "
-                   "use it only for smoke tests and timing", name, seed)
+        net = open_clip.create_model(
+            arch, pretrained=None, pretrained_text=False, pretrained_image=False, device="cpu"
+        )
+    logger.warning(
+        "model %r has random weights (seed %d): its neighbours are meaningless; "
+        "use it only for smoke tests and timing",
+        name,
+        seed,
+    )
     return net
 
 
@@ -407,24 +473,34 @@ def build_from_checkpoint(open_clip: Any, path: Path) -> tuple[Any, dict[str, An
     else:
         arch = str(ck.model_name)
         if open_clip.get_model_config(arch) is None:
-            raise ModelError(f"checkpoint config {ck.config_path} names {arch!r}, which is "
-                             "not an open_clip architecture")
+            raise ModelError(
+                f"checkpoint config {ck.config_path} names {arch!r}, which is "
+                "not an open_clip architecture"
+            )
     arch_size = open_clip.get_model_config(arch)["vision_cfg"].get("image_size")
     if arch_size is not None and image_size(arch_size) != ck.image_size:
-        raise ModelError(f"checkpoint config {ck.config_path} says image_size {ck.image_size} "
-                         f"but architecture {arch!r} has {arch_size}")
+        raise ModelError(
+            f"checkpoint config {ck.config_path} says image_size {ck.image_size} "
+            f"but architecture {arch!r} has {arch_size}"
+        )
     try:
         with quiet_random_init_warning():  # weights are loaded just below
             net = open_clip.create_model(
-                arch, pretrained=None, pretrained_text=False, pretrained_image=False,
-                device="cpu", force_quick_gelu=ck.quick_gelu,
-                force_preprocess_cfg=ck.preprocess_cfg)
+                arch,
+                pretrained=None,
+                pretrained_text=False,
+                pretrained_image=False,
+                device="cpu",
+                force_quick_gelu=ck.quick_gelu,
+                force_preprocess_cfg=ck.preprocess_cfg,
+            )
         from open_clip.factory import load_state_dict
 
         state = load_state_dict(str(path), device="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot load checkpoint {path} ({type(exc).__name__}: "
-                         f"{one_line(exc)[:200]})") from exc
+        raise ModelError(
+            f"cannot load checkpoint {path} ({type(exc).__name__}: {one_line(exc)[:200]})"
+        ) from exc
     check_state_dict(net, state, path)
     net.load_state_dict(state, strict=True)
     fields = _spec_fields(f"ckpt-{ck.sha256[:12]}", ck.model_name or arch, None)

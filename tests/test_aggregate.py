@@ -16,8 +16,15 @@ def hit(rank: int, study_id: str, distance: float, flags: tuple[str, ...] = ()) 
 
 
 # similarities: S1 0.9, S2 0.8, S3 0.6, S4 0.5, S5 0.4 (portable), S6 -0.2, S7 0.7 (no report)
-HITS = [hit(1, "S1", 0.1), hit(2, "S2", 0.2), hit(3, "S3", 0.4), hit(4, "S4", 0.5),
-        hit(5, "S5", 0.6, ("portable",)), hit(6, "S6", 1.2), hit(7, "S7", 0.3)]
+HITS = [
+    hit(1, "S1", 0.1),
+    hit(2, "S2", 0.2),
+    hit(3, "S3", 0.4),
+    hit(4, "S4", 0.5),
+    hit(5, "S5", 0.6, ("portable",)),
+    hit(6, "S6", 1.2),
+    hit(7, "S7", 0.3),
+]
 FINDINGS = {
     "S1": {"pleural_effusion": "present", "cardiomegaly": "present", "edema": "uncertain"},
     "S2": {"pleural_effusion": "present", "cardiomegaly": "absent"},
@@ -38,8 +45,9 @@ def test_counts_ids_and_denominators() -> None:
     assert (pe.present, pe.uncertain, pe.absent) == (4, 1, 0)
     assert pe.present_ids == ("S1", "S2", "S5", "S6") and pe.uncertain_ids == ("S3",)
     cm = agg.count("cardiomegaly")
-    assert cm == FindingCount("cardiomegaly", 2, 0, 1, pytest.approx((0.9 + 0.6) / 3.2),
-                              ("S1", "S3"), (), ("S2",))
+    assert cm == FindingCount(
+        "cardiomegaly", 2, 0, 1, pytest.approx((0.9 + 0.6) / 3.2), ("S1", "S3"), (), ("S2",)
+    )
     assert agg.frequency("pleural_effusion") == pytest.approx(4 / 6)
     assert agg.frequency("atelectasis") == 0.0 and agg.count("atelectasis") is None
 
@@ -47,9 +55,17 @@ def test_counts_ids_and_denominators() -> None:
 def test_sorted_by_present_then_uncertain_then_name() -> None:
     agg = aggregate(HITS, FINDINGS)
     assert [c.finding for c in agg.counts] == [
-        "pleural_effusion", "cardiomegaly", "edema", "pneumothorax"]
+        "pleural_effusion",
+        "cardiomegaly",
+        "edema",
+        "pneumothorax",
+    ]
     assert [(c.present, c.uncertain, c.absent) for c in agg.counts] == [
-        (4, 1, 0), (2, 0, 1), (1, 1, 0), (1, 0, 1)]
+        (4, 1, 0),
+        (2, 0, 1),
+        (1, 1, 0),
+        (1, 0, 1),
+    ]
 
 
 def test_similarity_weighted_frequency() -> None:
@@ -80,18 +96,24 @@ def test_cooccurrence_among_top_findings() -> None:
         CoOccurrence("cardiomegaly", "edema", 1, ("S3",)),
     )
     assert aggregate(HITS, FINDINGS, top=2).cooccurrence == (
-        CoOccurrence("pleural_effusion", "cardiomegaly", 1, ("S1",)),)
+        CoOccurrence("pleural_effusion", "cardiomegaly", 1, ("S1",)),
+    )
     assert aggregate(HITS, FINDINGS, top=0).cooccurrence == ()
 
 
 def test_cooccurrence_sorted_by_count() -> None:
     hits = [hit(i, f"S{i}", 0.1 * i) for i in range(1, 5)]
-    found = {"S1": {"a": "present", "b": "present"}, "S2": {"a": "present", "c": "present"},
-             "S3": {"a": "present", "c": "present", "b": "uncertain"},
-             "S4": {"c": "present", "a": "absent"}}
+    found = {
+        "S1": {"a": "present", "b": "present"},
+        "S2": {"a": "present", "c": "present"},
+        "S3": {"a": "present", "c": "present", "b": "uncertain"},
+        "S4": {"c": "present", "a": "absent"},
+    }
     agg = aggregate(hits, found)
     assert [(c.a, c.b, c.count, c.study_ids) for c in agg.cooccurrence] == [
-        ("a", "c", 2, ("S2", "S3")), ("a", "b", 1, ("S1",))]
+        ("a", "c", 2, ("S2", "S3")),
+        ("a", "b", 1, ("S1",)),
+    ]
 
 
 def test_quality_exclusion() -> None:
@@ -121,11 +143,14 @@ def test_zero_total_weight_gives_none() -> None:
     assert agg.frequency("nodule") == 1.0
 
 
-@pytest.mark.parametrize(("kwargs", "findings", "message"), [
-    ({"weight": "rank"}, FINDINGS, "weight must be"),
-    ({"top": -1}, FINDINGS, "top must be"),
-    ({}, {"S1": {"edema": "maybe"}}, "status must be"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "findings", "message"),
+    [
+        ({"weight": "rank"}, FINDINGS, "weight must be"),
+        ({"top": -1}, FINDINGS, "top must be"),
+        ({}, {"S1": {"edema": "maybe"}}, "status must be"),
+    ],
+)
 def test_bad_input(kwargs: dict, findings: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         aggregate(HITS, findings, **kwargs)

@@ -37,71 +37,99 @@ EXACT: list[tuple[str, dict[str, str]]] = [
             "no_finding": P,
         },
     ),
-    ("Lungs are hyperinflated without focal consolidation.",
-     {"emphysema_hyperinflation": P, "consolidation_pneumonia": A, "no_finding": A}),
-    ("Negative for pneumothorax or pleural effusion.",
-     {"pneumothorax": A, "pleural_effusion": A, "no_finding": P}),
+    (
+        "Lungs are hyperinflated without focal consolidation.",
+        {"emphysema_hyperinflation": P, "consolidation_pneumonia": A, "no_finding": A},
+    ),
+    (
+        "Negative for pneumothorax or pleural effusion.",
+        {"pneumothorax": A, "pleural_effusion": A, "no_finding": P},
+    ),
     ("No evidence of pneumonia.", {"consolidation_pneumonia": A, "no_finding": P}),
     ("There are no XXXX of a pleural effusion.", {"pleural_effusion": A, "no_finding": P}),
     # backward negation
     ("Pneumothorax is not seen.", {"pneumothorax": A, "no_finding": P}),
-    ("Focal consolidation, effusion, or pneumothorax not identified.",
-     {"consolidation_pneumonia": A, "pleural_effusion": A, "pneumothorax": A, "no_finding": P}),
+    (
+        "Focal consolidation, effusion, or pneumothorax not identified.",
+        {"consolidation_pneumonia": A, "pleural_effusion": A, "pneumothorax": A, "no_finding": P},
+    ),
     # terminations
-    ("No pneumothorax; small left effusion.",
-     {"pneumothorax": A, "pleural_effusion": P, "no_finding": A}),
-    ("No pneumothorax but there is a small right effusion.",
-     {"pneumothorax": A, "pleural_effusion": P, "no_finding": A}),
-    ("No focal consolidation, however there is mild cardiomegaly.",
-     {"consolidation_pneumonia": A, "cardiomegaly": P, "no_finding": A}),
-    ("No effusion, stable cardiomegaly.",
-     {"pleural_effusion": A, "cardiomegaly": P, "no_finding": A}),
-    ("No pneumothorax and the heart is enlarged.",
-     {"pneumothorax": A, "cardiomegaly": P, "no_finding": A}),
+    (
+        "No pneumothorax; small left effusion.",
+        {"pneumothorax": A, "pleural_effusion": P, "no_finding": A},
+    ),
+    (
+        "No pneumothorax but there is a small right effusion.",
+        {"pneumothorax": A, "pleural_effusion": P, "no_finding": A},
+    ),
+    (
+        "No focal consolidation, however there is mild cardiomegaly.",
+        {"consolidation_pneumonia": A, "cardiomegaly": P, "no_finding": A},
+    ),
+    (
+        "No effusion, stable cardiomegaly.",
+        {"pleural_effusion": A, "cardiomegaly": P, "no_finding": A},
+    ),
+    (
+        "No pneumothorax and the heart is enlarged.",
+        {"pneumothorax": A, "cardiomegaly": P, "no_finding": A},
+    ),
     # pseudo-negation
     ("No change in the small right pleural effusion.", {"pleural_effusion": P, "no_finding": A}),
-    ("No significant interval change in left lower lobe atelectasis.",
-     {"atelectasis": P, "no_finding": A}),
-    ("Without significant change of the mild cardiomegaly.",
-     {"cardiomegaly": P, "no_finding": A}),
+    (
+        "No significant interval change in left lower lobe atelectasis.",
+        {"atelectasis": P, "no_finding": A},
+    ),
+    ("Without significant change of the mild cardiomegaly.", {"cardiomegaly": P, "no_finding": A}),
     ("No increase in the size of the nodule.", {"nodule_mass": P, "no_finding": A}),
     # resolution
     ("The left pleural effusion has resolved.", {"pleural_effusion": A, "no_finding": P}),
-    ("Interval resolution of the right lower lobe pneumonia.",
-     {"consolidation_pneumonia": A, "no_finding": P}),
+    (
+        "Interval resolution of the right lower lobe pneumonia.",
+        {"consolidation_pneumonia": A, "no_finding": P},
+    ),
     ("The pneumothorax is no longer seen.", {"pneumothorax": A, "no_finding": P}),
-    ("The chest tube has been removed.",
-     {"chest_tube": A, "support_devices": A, "no_finding": P}),
-    ("Interval removal of the endotracheal tube.",
-     {"endotracheal_tube": A, "support_devices": A, "no_finding": P}),
+    ("The chest tube has been removed.", {"chest_tube": A, "support_devices": A, "no_finding": P}),
+    (
+        "Interval removal of the endotracheal tube.",
+        {"endotracheal_tube": A, "support_devices": A, "no_finding": P},
+    ),
     # hedges
     ("Possible small left pleural effusion.", {"pleural_effusion": U, "no_finding": U}),
     ("Opacity may represent atelectasis.", {"opacity": P, "atelectasis": U, "no_finding": A}),
     ("Pneumonia cannot be excluded.", {"consolidation_pneumonia": U, "no_finding": U}),
     ("Cannot exclude a small pneumothorax.", {"pneumothorax": U, "no_finding": U}),
     ("Early pneumonia is not excluded.", {"consolidation_pneumonia": U, "no_finding": U}),
-    ("Right basilar opacity concerning for pneumonia.",
-     {"opacity": P, "consolidation_pneumonia": U, "no_finding": A}),
+    (
+        "Right basilar opacity concerning for pneumonia.",
+        {"opacity": P, "consolidation_pneumonia": U, "no_finding": A},
+    ),
     ("Findings are suggestive of pulmonary edema.", {"edema_congestion": U, "no_finding": U}),
-    ("Streaky opacity, likely atelectasis.",
-     {"opacity": P, "atelectasis": U, "no_finding": A}),
-    ("Questionable small nodule in the right upper lobe.",
-     {"nodule_mass": U, "no_finding": U}),
-    ("Atelectasis versus pneumonia.",
-     {"atelectasis": U, "consolidation_pneumonia": U, "no_finding": U}),
+    ("Streaky opacity, likely atelectasis.", {"opacity": P, "atelectasis": U, "no_finding": A}),
+    ("Questionable small nodule in the right upper lobe.", {"nodule_mass": U, "no_finding": U}),
+    (
+        "Atelectasis versus pneumonia.",
+        {"atelectasis": U, "consolidation_pneumonia": U, "no_finding": U},
+    ),
     ("Differential includes pneumonia.", {"consolidation_pneumonia": U, "no_finding": U}),
     ("Probable hiatal hernia.", {"hiatal_hernia": U, "no_finding": U}),
     ("A small effusion is suspected.", {"pleural_effusion": U, "no_finding": U}),
-    ("No pneumothorax, possible small effusion.",
-     {"pneumothorax": A, "pleural_effusion": U, "no_finding": U}),
+    (
+        "No pneumothorax, possible small effusion.",
+        {"pneumothorax": A, "pleural_effusion": U, "no_finding": U},
+    ),
     # negation reaches through a transparent link
-    ("There is no focal air space opacity to suggest a pneumonia.",
-     {"opacity": A, "consolidation_pneumonia": A, "no_finding": P}),
+    (
+        "There is no focal air space opacity to suggest a pneumonia.",
+        {"opacity": A, "consolidation_pneumonia": A, "no_finding": P},
+    ),
     ("No definite pleural effusion.", {"pleural_effusion": A, "no_finding": P}),
     # statements of normality
     ("Heart size is normal.", {"cardiomegaly": A, "no_finding": P}),
-    ("The cardiac silhouette and mediastinum size are within normal limits.",
-     {"cardiomegaly": A, "no_finding": P}),
+    (
+        "The cardiac silhouette and mediastinum size are within normal limits.",
+        {"cardiomegaly": A, "no_finding": P},
+    ),
     ("Heart size upper limits of normal.", {"cardiomegaly": A, "no_finding": P}),
     ("No acute cardiopulmonary abnormality.", {"no_finding": P}),
     ("Normal chest x-XXXX.", {"no_finding": P}),
@@ -109,50 +137,67 @@ EXACT: list[tuple[str, dict[str, str]]] = [
     ("Lungs are well expanded.", {"low_lung_volumes": A, "no_finding": P}),
     ("Lung volumes are low normal.", {}),
     # no_finding derived from the other findings, whatever the impression says
-    ("Calcified granuloma. No acute cardiopulmonary abnormality.",
-     {"granuloma": P, "no_finding": A}),
+    (
+        "Calcified granuloma. No acute cardiopulmonary abnormality.",
+        {"granuloma": P, "no_finding": A},
+    ),
     # synonyms and rollups
-    ("Hyperexpanded lungs consistent with COPD.",
-     {"emphysema_hyperinflation": P, "no_finding": A}),
-    ("Low lung volumes with bronchovascular crowding.",
-     {"low_lung_volumes": P, "no_finding": A}),
-    ("Left chest wall pacemaker with leads in the right atrium and ventricle.",
-     {"pacemaker": P, "support_devices": P, "no_finding": A}),
-    ("Right IJ central venous catheter tip in the SVC.",
-     {"central_line": P, "support_devices": P, "no_finding": A}),
-    ("Nasogastric tube courses below the diaphragm.",
-     {"nasogastric_tube": P, "support_devices": P, "no_finding": A}),
-    ("Median sternotomy wires are intact.",
-     {"sternotomy_wires": P, "support_devices": P, "no_finding": A}),
+    ("Hyperexpanded lungs consistent with COPD.", {"emphysema_hyperinflation": P, "no_finding": A}),
+    ("Low lung volumes with bronchovascular crowding.", {"low_lung_volumes": P, "no_finding": A}),
+    (
+        "Left chest wall pacemaker with leads in the right atrium and ventricle.",
+        {"pacemaker": P, "support_devices": P, "no_finding": A},
+    ),
+    (
+        "Right IJ central venous catheter tip in the SVC.",
+        {"central_line": P, "support_devices": P, "no_finding": A},
+    ),
+    (
+        "Nasogastric tube courses below the diaphragm.",
+        {"nasogastric_tube": P, "support_devices": P, "no_finding": A},
+    ),
+    (
+        "Median sternotomy wires are intact.",
+        {"sternotomy_wires": P, "support_devices": P, "no_finding": A},
+    ),
     ("Small pericardial effusion.", {"pericardial_effusion": P, "no_finding": A}),
-    ("Subcutaneous emphysema in the left chest wall.",
-     {"subcutaneous_emphysema": P, "no_finding": A}),
+    (
+        "Subcutaneous emphysema in the left chest wall.",
+        {"subcutaneous_emphysema": P, "no_finding": A},
+    ),
     # a nodular opacity is an opacity, not a committed nodule; a mass-like one is both
     ("Nodular opacity in the left upper lobe.", {"opacity": P, "no_finding": A}),
     ("Masslike opacity in the right apex.", {"opacity": P, "nodule_mass": P, "no_finding": A}),
     ("Soft tissue density overlying the right breast.", {}),
     # knee / MSK
-    ("Moderate medial compartment joint space narrowing with marginal osteophytes.",
-     {"joint_space_narrowing": P, "osteophyte": P, "no_finding": A}),
-    ("Tricompartmental osteoarthritis of the right knee.",
-     {"osteoarthritis": P, "no_finding": A}),
+    (
+        "Moderate medial compartment joint space narrowing with marginal osteophytes.",
+        {"joint_space_narrowing": P, "osteophyte": P, "no_finding": A},
+    ),
+    ("Tricompartmental osteoarthritis of the right knee.", {"osteoarthritis": P, "no_finding": A}),
     ("Small joint effusion.", {"joint_effusion": P, "no_finding": A}),
     ("No knee joint effusion.", {"joint_effusion": A, "no_finding": P}),
     ("Suprapatellar effusion cannot be excluded.", {"joint_effusion": U, "no_finding": U}),
     ("No fracture or dislocation.", {"fracture": A, "no_finding": P}),
     ("Joint spaces are preserved without osteophytes.", {"osteophyte": A, "no_finding": P}),
     # hedges phrased as a differential or a request (rules-1.1)
-    ("Superimposed pneumonia would be a consideration.",
-     {"consolidation_pneumonia": U, "no_finding": U}),
+    (
+        "Superimposed pneumonia would be a consideration.",
+        {"consolidation_pneumonia": U, "no_finding": U},
+    ),
     ("Early pneumonia is in the differential.", {"consolidation_pneumonia": U, "no_finding": U}),
     ("Correlate clinically for pneumonia.", {"consolidation_pneumonia": U, "no_finding": U}),
     ("A true pulmonary nodule is a possibility.", {"nodule_mass": U, "no_finding": U}),
-    ("It is difficult to completely exclude a small pneumothorax.",
-     {"pneumothorax": U, "no_finding": U}),
+    (
+        "It is difficult to completely exclude a small pneumothorax.",
+        {"pneumothorax": U, "no_finding": U},
+    ),
     # a broken device is not a broken bone
     ("The inferior fixation screw is fractured.", {}),
-    ("Fracture of the most superior sternotomy wire.",
-     {"sternotomy_wires": P, "support_devices": P, "no_finding": A}),
+    (
+        "Fracture of the most superior sternotomy wire.",
+        {"sternotomy_wires": P, "support_devices": P, "no_finding": A},
+    ),
     # a disease name that contains a finding word
     ("Changes of cystic fibrosis.", {}),
     # phrasings added in lexicon 4
@@ -167,25 +212,34 @@ EXACT: list[tuple[str, dict[str, str]]] = [
     ("The lungs are hypoventilated.", {"low_lung_volumes": P, "no_finding": A}),
     ("Apical pleural-parenchymal scarring.", {"scarring_fibrosis": P, "no_finding": A}),
     ("Thickening of the minor fissure.", {"pleural_thickening": P, "no_finding": A}),
-    ("Degenerative spurring of the thoracic spine.",
-     {"degenerative_changes": P, "osteophyte": P, "no_finding": A}),
+    (
+        "Degenerative spurring of the thoracic spine.",
+        {"degenerative_changes": P, "osteophyte": P, "no_finding": A},
+    ),
     ("Lungs are expanded and clear airspace disease.", {"opacity": A, "no_finding": P}),
     ("Paratracheal density, likely vascular.", {}),
 ]
 
 # (sentence, expected subset of the labels)
 SUBSET: list[tuple[str, dict[str, str]]] = [
-    ("Right lower lobe opacity may represent atelectasis versus pneumonia.",
-     {"opacity": P, "atelectasis": U, "consolidation_pneumonia": U}),
-    ("The heart is enlarged and the effusion has resolved.",
-     {"cardiomegaly": P, "pleural_effusion": A}),
-    ("Mild cardiomegaly. No pleural effusion.",
-     {"cardiomegaly": P, "pleural_effusion": A}),
-    ("Stable cardiomegaly with no evidence of edema or effusion.",
-     {"cardiomegaly": P, "edema_congestion": A, "pleural_effusion": A}),
+    (
+        "Right lower lobe opacity may represent atelectasis versus pneumonia.",
+        {"opacity": P, "atelectasis": U, "consolidation_pneumonia": U},
+    ),
+    (
+        "The heart is enlarged and the effusion has resolved.",
+        {"cardiomegaly": P, "pleural_effusion": A},
+    ),
+    ("Mild cardiomegaly. No pleural effusion.", {"cardiomegaly": P, "pleural_effusion": A}),
+    (
+        "Stable cardiomegaly with no evidence of edema or effusion.",
+        {"cardiomegaly": P, "edema_congestion": A, "pleural_effusion": A},
+    ),
     ("Fractures may not be demonstrated on this examination.", {"fracture": U}),
-    ("No effusion.. Minimal right basilar atelectasis noted.",
-     {"pleural_effusion": A, "atelectasis": P}),
+    (
+        "No effusion.. Minimal right basilar atelectasis noted.",
+        {"pleural_effusion": A, "atelectasis": P},
+    ),
 ]
 
 
@@ -240,12 +294,31 @@ def test_offsets_in_long_chunked_text() -> None:
 def test_public_constants() -> None:
     ids = finding_ids()
     for required in (
-        "no_finding", "cardiomegaly", "pleural_effusion", "pneumothorax", "opacity",
-        "atelectasis", "consolidation_pneumonia", "edema_congestion", "nodule_mass",
-        "fracture", "emphysema_hyperinflation", "granuloma", "support_devices",
-        "low_lung_volumes", "hiatal_hernia", "osteoarthritis", "joint_space_narrowing",
-        "osteophyte", "joint_effusion", "endotracheal_tube", "central_line", "chest_tube",
-        "pacemaker", "sternotomy_wires", "nasogastric_tube",
+        "no_finding",
+        "cardiomegaly",
+        "pleural_effusion",
+        "pneumothorax",
+        "opacity",
+        "atelectasis",
+        "consolidation_pneumonia",
+        "edema_congestion",
+        "nodule_mass",
+        "fracture",
+        "emphysema_hyperinflation",
+        "granuloma",
+        "support_devices",
+        "low_lung_volumes",
+        "hiatal_hernia",
+        "osteoarthritis",
+        "joint_space_narrowing",
+        "osteophyte",
+        "joint_effusion",
+        "endotracheal_tube",
+        "central_line",
+        "chest_tube",
+        "pacemaker",
+        "sternotomy_wires",
+        "nasogastric_tube",
     ):
         assert required in ids
     assert len(ids) == len(set(ids))

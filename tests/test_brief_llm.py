@@ -53,21 +53,28 @@ RULES = {
 }
 # What an honest model answers; D's extra cardiomegaly is a disagreement with the rules.
 ANSWERS = {
-    A: [{"finding": "pneumothorax", "status": "present"},
-        {"finding": "cardiomegaly", "status": "absent"}],
-    B: [{"finding": "pneumothorax", "status": "absent"},
-        {"finding": "cardiomegaly", "status": "present"}],
+    A: [
+        {"finding": "pneumothorax", "status": "present"},
+        {"finding": "cardiomegaly", "status": "absent"},
+    ],
+    B: [
+        {"finding": "pneumothorax", "status": "absent"},
+        {"finding": "cardiomegaly", "status": "present"},
+    ],
     C: [{"finding": "no_finding", "status": "present"}],
-    D: [{"finding": "pleural_effusion", "status": "present"},
+    D: [
+        {"finding": "pleural_effusion", "status": "present"},
         {"finding": "cardiomegaly", "status": "uncertain"},
-        {"finding": "consolidation_pneumonia", "status": "present"}],
+        {"finding": "consolidation_pneumonia", "status": "present"},
+    ],
 }
 SENT = (A, B, C, D)  # every hit with a report, E has none
 
 
 def reply(study_id: str, findings: list[dict[str, str]] | None = None) -> str:
-    return json.dumps({"study_id": study_id,
-                       "findings": ANSWERS[study_id] if findings is None else findings})
+    return json.dumps(
+        {"study_id": study_id, "findings": ANSWERS[study_id] if findings is None else findings}
+    )
 
 
 def honest(key: str, attempt: int) -> tuple[float, str]:
@@ -82,15 +89,21 @@ def cases(db_url: str) -> str:
         load_set(conn, data)
         pk = dict(conn.execute("SELECT study_id, study_pk FROM casebase.study").fetchall())
         for sid, (findings, impression) in REPORTS.items():
-            conn.execute("INSERT INTO casebase.report (study_pk, findings, impression) "
-                         "VALUES (%s, %s, %s)", (pk[sid], findings, impression))
-            conn.execute("INSERT INTO casebase.report_raw (study_pk, raw_text) VALUES (%s, %s)",
-                         (pk[sid], RAW_MARKER))
+            conn.execute(
+                "INSERT INTO casebase.report (study_pk, findings, impression) VALUES (%s, %s, %s)",
+                (pk[sid], findings, impression),
+            )
+            conn.execute(
+                "INSERT INTO casebase.report_raw (study_pk, raw_text) VALUES (%s, %s)",
+                (pk[sid], RAW_MARKER),
+            )
         for sid, labels in RULES.items():
             for finding, status in labels.items():
                 conn.execute(
                     "INSERT INTO casebase.finding (study_pk, finding, status, backend, version) "
-                    "VALUES (%s, %s, %s, 'rules', 'test')", (pk[sid], finding, status))
+                    "VALUES (%s, %s, %s, 'rules', 'test')",
+                    (pk[sid], finding, status),
+                )
         conn.commit()
     return db_url
 
@@ -110,8 +123,13 @@ def env(cases: str, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def brief_cli(capsys, stub: Stub | None, *extra: str, llm: str | None = "openai/stub",
-              fmt: str | None = "--json") -> tuple[int, str, str]:
+def brief_cli(
+    capsys,
+    stub: Stub | None,
+    *extra: str,
+    llm: str | None = "openai/stub",
+    fmt: str | None = "--json",
+) -> tuple[int, str, str]:
     argv = ["brief", "--study", QUERY, "-k", "5", *([fmt] if fmt else [])]
     if llm is not None:
         argv += ["--llm", llm] if llm else ["--llm"]
@@ -128,6 +146,7 @@ def rule_counts(brief: Brief) -> dict[str, tuple[int, int, int]]:
 
 # --- the CLI, end to end -----------------------------------------------------------------
 
+
 def test_cli_llm_second_opinion(env, stub_server, capsys) -> None:
     stub = stub_server(honest)
     code, out, err = brief_cli(capsys, stub)
@@ -138,14 +157,22 @@ def test_cli_llm_second_opinion(env, stub_server, capsys) -> None:
     assert llm is not None and llm.model == "openai/stub" and llm.errors == {}
     assert set(llm.sent_ids) == set(SENT) and E in brief.aggregate.no_report_ids
     assert {c.finding: (c.present, c.uncertain, c.absent) for c in llm.counts} == {
-        "pneumothorax": (1, 0, 1), "cardiomegaly": (1, 1, 1), "no_finding": (1, 0, 0),
-        "pleural_effusion": (1, 0, 0), "consolidation_pneumonia": (1, 0, 0)}
+        "pneumothorax": (1, 0, 1),
+        "cardiomegaly": (1, 1, 1),
+        "no_finding": (1, 0, 0),
+        "pleural_effusion": (1, 0, 0),
+        "consolidation_pneumonia": (1, 0, 0),
+    }
     assert llm.count("cardiomegaly").present_ids == (B,)
     assert llm.count("cardiomegaly").uncertain_ids == (D,)
     assert llm.usage == LLMUsage(calls=4, prompt_tokens=400, completion_tokens=80)
     # The rule counts are the brief's numbers, exactly as without --llm.
-    assert rule_counts(brief) == {"pneumothorax": (1, 0, 1), "cardiomegaly": (1, 0, 1),
-                                  "no_finding": (1, 0, 0), "pleural_effusion": (1, 0, 0)}
+    assert rule_counts(brief) == {
+        "pneumothorax": (1, 0, 1),
+        "cardiomegaly": (1, 0, 1),
+        "no_finding": (1, 0, 0),
+        "pleural_effusion": (1, 0, 0),
+    }
     code, plain, _ = brief_cli(capsys, None, llm=None)
     assert code == 0 and rule_counts(Brief.from_json(plain)) == rule_counts(brief)
     assert Brief.from_json(plain).llm is None
@@ -167,14 +194,17 @@ def test_cli_llm_second_opinion(env, stub_server, capsys) -> None:
     assert "LLM second opinion (model openai/stub;" in text
     assert "- consolidation pneumonia: LLM: 1 present (rules: 0); LLM-0000004" in text
     assert "- pneumothorax: LLM: 1 present (same as rules); LLM-0000001" in text
-    assert "LLM usage: 4 calls (0 answered from the cache), 400 prompt + 80 completion " \
-           "tokens, cost unknown." in text
+    assert (
+        "LLM usage: 4 calls (0 answered from the cache), 400 prompt + 80 completion "
+        "tokens, cost unknown." in text
+    )
     assert text.rstrip().endswith("not what this image shows.")
 
 
 def test_cli_injected_report_cannot_inflate_counts(env, stub_server, capsys) -> None:
     """A model that obeys the injected report still moves a count by at most one; the
     narrative repeating "100" is refused, and the rule counts do not move at all."""
+
     def compromised(key: str, attempt: int) -> tuple[float, str]:
         if key == C:
             return 0, reply(C, [{"finding": "pneumothorax", "status": "present"}] * 100)
@@ -206,8 +236,12 @@ def test_cli_injected_report_cannot_inflate_counts(env, stub_server, capsys) -> 
 
 def test_cli_honest_model_narrates_with_checked_numbers(env, stub_server, capsys) -> None:
     said = "Of the 5 most similar cases, 4 have a report; 1 mentions pneumothorax."
-    stub = stub_server(lambda key, attempt: (0, json.dumps({"narrative": said})
-                                             if key == "narrative" else reply(key)))
+    stub = stub_server(
+        lambda key, attempt: (
+            0,
+            json.dumps({"narrative": said}) if key == "narrative" else reply(key),
+        )
+    )
     code, out, err = brief_cli(capsys, stub, "--llm-narrate", fmt="--markdown")
     assert code == 0, err
     assert f"**LLM narrative of the rule counts:** {said}" in out
@@ -233,8 +267,7 @@ def test_cli_invalid_json_for_one_report(env, stub_server, capsys) -> None:
     assert rule_counts(brief)["cardiomegaly"] == (1, 0, 1)  # the rules still count B
     text = brief.render_text()
     assert "3 of 4 reports labelled, 1 failed." in text
-    assert f"- not labelled by the LLM: {B} (answer is not valid JSON (after 2 attempts))" \
-        in text
+    assert f"- not labelled by the LLM: {B} (answer is not valid JSON (after 2 attempts))" in text
     assert "- cardiomegaly: LLM: 0 present (rules: 1)" in text
     assert "counts can differ partly because the LLM could not label 1 report." in text
     assert f"- {B}: answer is not valid JSON" in brief.render_markdown()
@@ -279,12 +312,22 @@ def test_cli_configuration_errors_are_one_line(env, stub_server, capsys, case) -
 
 # --- Client.brief ------------------------------------------------------------------------
 
+
 def test_client_brief_with_a_backend(env, stub_server, tmp_path: Path) -> None:
     said = "Among 4 reports, 1 mentions pleural_effusion."
-    stub = stub_server(lambda key, attempt: (0, json.dumps({"narrative": said})
-                                             if key == "narrative" else reply(key)))
-    backend = LLMBackend("openai/stub", api_base=f"http://127.0.0.1:{stub.port}/v1",
-                         api_key="sk-test", cache_dir=tmp_path, cache=True)
+    stub = stub_server(
+        lambda key, attempt: (
+            0,
+            json.dumps({"narrative": said}) if key == "narrative" else reply(key),
+        )
+    )
+    backend = LLMBackend(
+        "openai/stub",
+        api_base=f"http://127.0.0.1:{stub.port}/v1",
+        api_key="sk-test",
+        cache_dir=tmp_path,
+        cache=True,
+    )
     with casebase.connect() as client:
         hits = client.search(study_id=QUERY, k=5)
         with pytest.raises(InputError, match="narrate=True needs an LLM"):
@@ -309,13 +352,19 @@ def test_client_brief_with_a_model_string(env, stub_server) -> None:
 
 # --- the section itself, without a database ----------------------------------------------
 
+
 def _section(**overrides: Any) -> LLMSection:
     fields: dict[str, Any] = {
-        "model": "m", "version": "v", "sent_ids": ("S1", "S2", "S3"),
+        "model": "m",
+        "version": "v",
+        "sent_ids": ("S1", "S2", "S3"),
         "counts": (LLMCount("pneumothorax", 2, 0, 0, ("S1", "S3")),),
         "errors": {"S2": "timed out after 5s (after 2 attempts)"},
         "usage": LLMUsage(calls=4, prompt_tokens=10, completion_tokens=2, cost_usd=0.00125),
-        "notes": {}, "narrative": "Pneumothorax in 2.", "narrative_error": None}
+        "notes": {},
+        "narrative": "Pneumothorax in 2.",
+        "narrative_error": None,
+    }
     fields.update(overrides)
     return LLMSection(**fields)
 
@@ -329,7 +378,8 @@ def test_section_round_trip_and_validation() -> None:
     brief = Brief(agg, 3, "study Q", {}, "s", "m", "t", llm=_section())
     assert Brief.from_json(brief.to_json()) == brief
     assert json.loads(brief.to_json())["llm"]["errors"] == {
-        "S2": "timed out after 5s (after 2 attempts)"}
+        "S2": "timed out after 5s (after 2 attempts)"
+    }
     old = json.loads(brief.to_json())
     del old["llm"]  # briefs written before the section still load
     assert Brief.from_json(json.dumps(old)).llm is None

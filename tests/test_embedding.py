@@ -83,8 +83,9 @@ def test_spec_describes_the_space(tiny: Encoder) -> None:
 def test_tiny_random_warns_that_neighbours_are_meaningless(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="casebase.embedding"):
         load_encoder("tiny-random", device="cpu")
-    assert any("meaningless" in r.getMessage() and r.levelno == logging.WARNING
-               for r in caplog.records), caplog.text
+    assert any(
+        "meaningless" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    ), caplog.text
 
 
 def test_vectors_are_normalised_float32_of_spec_dim(tiny: Encoder) -> None:
@@ -111,8 +112,13 @@ def test_tiny_random_is_the_same_in_another_process(tiny: Encoder, tmp_path: Pat
         "np.save(sys.argv[2], v)"
     )
     out = tmp_path / "v.npy"
-    subprocess.run([sys.executable, "-c", code, str(image_path), str(out)], check=True,
-                   cwd=REPO, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", code, str(image_path), str(out)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+    )
     np.testing.assert_array_equal(np.load(out), tiny.encode_pil([Image.open(image_path)]))
 
 
@@ -133,8 +139,9 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped(tiny: Encoder) -> None:
 
 def test_stream_reports_bad_items_and_keeps_order(tiny: Encoder, image_dir: list[Path]) -> None:
     seen: list[int] = []
-    batches = list(tiny.embed_stream(image_dir, load_path, batch_size=4, workers=0,
-                                     progress=seen.append))
+    batches = list(
+        tiny.embed_stream(image_dir, load_path, batch_size=4, workers=0, progress=seen.append)
+    )
     ok = [item for batch_ok, _, _ in batches for item in batch_ok]
     vectors = np.concatenate([v for _, v, _ in batches])
     failed = dict(f for _, _, batch_failed in batches for f in batch_failed)
@@ -155,8 +162,11 @@ def test_stream_reports_bad_items_and_keeps_order(tiny: Encoder, image_dir: list
 def test_stream_with_workers_matches_in_process(tiny: Encoder, image_dir: list[Path]) -> None:
     def run(workers: int):
         batches = list(tiny.embed_stream(image_dir, load_path, batch_size=3, workers=workers))
-        return ([i for b, _, _ in batches for i in b], np.concatenate([v for _, v, _ in batches]),
-                [i for _, _, f in batches for i, _ in f])
+        return (
+            [i for b, _, _ in batches for i in b],
+            np.concatenate([v for _, v, _ in batches]),
+            [i for _, _, f in batches for i, _ in f],
+        )
 
     ok0, v0, bad0 = run(0)
     ok2, v2, bad2 = run(2)
@@ -169,10 +179,12 @@ def load_with_size(path: Path) -> tuple[Image.Image, tuple[int, int]]:
     return image, image.size
 
 
-def test_stream_with_extra_returns_what_the_worker_measured(tiny: Encoder,
-                                                           image_dir: list[Path]) -> None:
-    batches = list(tiny.embed_stream(image_dir, load_with_size, batch_size=4, workers=2,
-                                     with_extra=True))
+def test_stream_with_extra_returns_what_the_worker_measured(
+    tiny: Encoder, image_dir: list[Path]
+) -> None:
+    batches = list(
+        tiny.embed_stream(image_dir, load_with_size, batch_size=4, workers=2, with_extra=True)
+    )
     pairs = [pair for ok, _, _ in batches for pair in ok]
     good = [p for p in image_dir if p.stem.startswith("good")]
     assert pairs == [(p, Image.open(p).size) for p in good]
@@ -198,19 +210,24 @@ def test_preprocess_without_grey_ok_converts_grey_to_rgb_first() -> None:
     assert seen == ["RGB", "RGB"]
 
 
-def test_cheap_model_streams_on_one_thread_then_restores(tiny: Encoder,
-                                                          image_dir: list[Path]) -> None:
+def test_cheap_model_streams_on_one_thread_then_restores(
+    tiny: Encoder, image_dir: list[Path]
+) -> None:
     """tiny-random embeds far faster than a worker decodes: its intra-op threads would only
     spin against the workers, so the stream runs it on one thread (same vectors)."""
     before = torch.get_num_threads()
     if before == 1:
         pytest.skip("torch already runs on one thread here")
-    during = [torch.get_num_threads() for _ in tiny.embed_stream(image_dir, load_path,
-                                                                 batch_size=3, workers=2)]
+    during = [
+        torch.get_num_threads()
+        for _ in tiny.embed_stream(image_dir, load_path, batch_size=3, workers=2)
+    ]
     assert set(during) == {1}
     assert torch.get_num_threads() == before
-    in_process = [torch.get_num_threads() for _ in tiny.embed_stream(image_dir, load_path,
-                                                                     batch_size=3, workers=0)]
+    in_process = [
+        torch.get_num_threads()
+        for _ in tiny.embed_stream(image_dir, load_path, batch_size=3, workers=0)
+    ]
     assert set(in_process) == {before}
 
 
@@ -222,8 +239,10 @@ def test_empty_stream_yields_nothing(tiny: Encoder) -> None:
     ("model", "expected"),
     [
         ("clip-vit-b-32", "model 'clip-vit-b-32' is not in the Hugging Face cache"),
-        ("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
-         "model 'biomedclip' is not in the Hugging Face cache"),
+        (
+            "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+            "model 'biomedclip' is not in the Hugging Face cache",
+        ),
         ("no-such-model", "unknown model 'no-such-model'"),
         ("ViT-B-32", "needs --pretrained TAG"),
     ],
@@ -293,12 +312,10 @@ def test_checkpoint_round_trip(tiny: Encoder, tmp_path: Path) -> None:
     assert (loaded.spec.dim, loaded.spec.preprocess) == (tiny.spec.dim, tiny.spec.preprocess)
     images = _images(3)
     np.testing.assert_array_equal(loaded.encode_pil(images), tiny.encode_pil(images))
-    np.testing.assert_array_equal(loaded.encode_text(["effusion"]),
-                                  tiny.encode_text(["effusion"]))
+    np.testing.assert_array_equal(loaded.encode_text(["effusion"]), tiny.encode_text(["effusion"]))
 
 
-def test_checkpoint_with_mismatching_config_names_the_file(tiny: Encoder,
-                                                            tmp_path: Path) -> None:
+def test_checkpoint_with_mismatching_config_names_the_file(tiny: Encoder, tmp_path: Path) -> None:
     cfg = _tiny_cfg()
     cfg["vision_cfg"]["width"] = 128
     weights = _save_checkpoint(tiny, tmp_path, model_cfg=cfg)
@@ -318,8 +335,9 @@ def test_checkpoint_problems_are_model_errors(tiny: Encoder, tmp_path: Path) -> 
         load_encoder(checkpoint=weights, device="cpu")
 
 
-def test_cached_hf_hub_model_loads_without_network(tiny: Encoder, tmp_path: Path,
-                                                   monkeypatch) -> None:
+def test_cached_hf_hub_model_loads_without_network(
+    tiny: Encoder, tmp_path: Path, monkeypatch
+) -> None:
     """An hf-hub: model already in the HF cache loads offline, with its own preprocessing."""
     from huggingface_hub import constants
     from safetensors.torch import save_file
@@ -328,13 +346,22 @@ def test_cached_hf_hub_model_loads_without_network(tiny: Encoder, tmp_path: Path
     snapshot.mkdir(parents=True)
     (tmp_path / "models--casebase--tiny" / "refs").mkdir()
     (tmp_path / "models--casebase--tiny" / "refs" / "main").write_text("a" * 40)
-    save_file({k: v.contiguous() for k, v in tiny.model.state_dict().items()},
-              snapshot / "open_clip_model.safetensors")
-    (snapshot / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": _tiny_cfg(),
-        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                           "resize_mode": "squash"},
-    }))
+    save_file(
+        {k: v.contiguous() for k, v in tiny.model.state_dict().items()},
+        snapshot / "open_clip_model.safetensors",
+    )
+    (snapshot / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": _tiny_cfg(),
+                "preprocess_cfg": {
+                    "mean": [0.5, 0.5, 0.5],
+                    "std": [0.5, 0.5, 0.5],
+                    "resize_mode": "squash",
+                },
+            }
+        )
+    )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     encoder = load_encoder("hf-hub:casebase/tiny", device="cpu")
     assert encoder.spec.name == "hf-casebase-tiny"
@@ -344,8 +371,9 @@ def test_cached_hf_hub_model_loads_without_network(tiny: Encoder, tmp_path: Path
 
 
 def test_import_does_not_load_torch() -> None:
-    code = ("import sys, casebase.embedding; "
-            "sys.exit(1 if {'torch', 'open_clip'} & set(sys.modules) else 0)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            timeout=60)
+    code = (
+        "import sys, casebase.embedding; "
+        "sys.exit(1 if {'torch', 'open_clip'} & set(sys.modules) else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()

@@ -96,12 +96,19 @@ def test_batch_keeps_order_and_empties() -> None:
         ("findings: [{id: foo, label: Foo, synonyms: [a], colour: red}]", "unknown keys"),
         ("findings: [{id: foo, label: Foo}]", "needs synonyms"),
         ("findings: [{id: foo, synonyms: [a]}]", "'label' is required"),
-        ("findings: [{id: foo, label: Foo, synonyms: [a], normal_status: maybe}]",
-         "'normal_status'"),
-        ("findings: [{id: a, label: A, synonyms: [x], parent: b},"
-         " {id: b, label: B, synonyms: [y], parent: a}]", "parent cycle"),
-        ("findings: [{id: a, label: A, synonyms: [x]}, {id: a, label: A, synonyms: [y]}]",
-         "duplicate ids"),
+        (
+            "findings: [{id: foo, label: Foo, synonyms: [a], normal_status: maybe}]",
+            "'normal_status'",
+        ),
+        (
+            "findings: [{id: a, label: A, synonyms: [x], parent: b},"
+            " {id: b, label: B, synonyms: [y], parent: a}]",
+            "parent cycle",
+        ),
+        (
+            "findings: [{id: a, label: A, synonyms: [x]}, {id: a, label: A, synonyms: [y]}]",
+            "duplicate ids",
+        ),
         ("just text", "expected a mapping"),
         ("findings: [1, 2]", "lexicon entry #0"),
     ],

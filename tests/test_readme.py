@@ -38,7 +38,7 @@ PY_BLOCKS = [body for lang, body in BLOCKS if lang == "python"]
 
 
 def test_readme_has_the_two_quickstart_commands():
-    quick = README[README.index("## Quickstart"):README.index("## For analysts")]
+    quick = README[README.index("## Quickstart") : README.index("## For analysts")]
     assert "make demo" in quick and "make test" in quick
 
 

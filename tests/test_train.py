@@ -32,16 +32,27 @@ from casebase.train.data import (
 )
 from casebase.train.loop import train
 
-TRAIN = {"space": "tiny-random", "text": "label:label", "batch_size": 16, "lr": 1e-3,
-         "holdout": 0.3, "workers": 0, "progress": False, "device": "cpu"}
+TRAIN = {
+    "space": "tiny-random",
+    "text": "label:label",
+    "batch_size": 16,
+    "lr": 1e-3,
+    "holdout": 0.3,
+    "workers": 0,
+    "progress": False,
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
 def cohort(db_url, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cohort")
     manifest = generate(out, n_chest=40, n_knee=10, seed=5)
-    summary = ingest(manifest, IngestOptions(batch="cohort", model="tiny-random", workers=0,
-                                             progress=False), url=db_url)
+    summary = ingest(
+        manifest,
+        IngestOptions(batch="cohort", model="tiny-random", workers=0, progress=False),
+        url=db_url,
+    )
     assert summary.loaded == 50 and summary.rejected == 0
     return manifest
 
@@ -65,8 +76,9 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 def _vectors(db_url: str, space: str) -> dict[int, np.ndarray]:
     with connect(db_url) as conn:
-        rows = conn.execute("SELECT image_id, vec FROM casebase.embeddings WHERE space = %s",
-                            (space,)).fetchall()
+        rows = conn.execute(
+            "SELECT image_id, vec FROM casebase.embeddings WHERE space = %s", (space,)
+        ).fetchall()
     return {pk: np.asarray(vec.to_numpy(), np.float32) for pk, vec in rows}
 
 
@@ -81,8 +93,9 @@ def test_text_sources_render_labels_findings_and_reports(db_url, cohort):
         by_label = {p.study_id: p for p in load_pairs(conn, space, TextSource.parse("label label"))}
         by_findings = {p.study_id: p for p in load_pairs(conn, space, TextSource("findings"))}
         by_report = {p.study_id: p for p in load_pairs(conn, space, TextSource("report"))}
-        labels = dict(conn.execute("SELECT study_id, attributes ->> 'label' FROM "
-                                   "casebase.studies").fetchall())
+        labels = dict(
+            conn.execute("SELECT study_id, attributes ->> 'label' FROM casebase.studies").fetchall()
+        )
     assert len(by_label) == len(by_findings) == len(by_report) == 50
     for sid, pair in by_label.items():
         values = sorted(labels[sid].split(";"))
@@ -115,8 +128,7 @@ def test_held_out_split_is_by_patient_and_precision_is_exact(db_url, cohort):
 # ---------------------------------------------------------------- train, register, switch
 
 
-def test_a_space_without_that_label_or_too_few_held_out_images_is_refused(db_url, cohort,
-                                                                          tmp_path):
+def test_a_space_without_that_label_or_too_few_held_out_images_is_refused(db_url, cohort, tmp_path):
     with connect(db_url) as conn:
         with pytest.raises(InputError, match="0 images with a label:grade text"):
             train(conn, epochs=1, out=tmp_path / "a", **{**TRAIN, "text": "label:grade"})
@@ -141,11 +153,39 @@ def test_train_register_reembed_switch_changes_eval_and_search(use_db, run1, cap
     assert before.space == "tiny-random"
 
     assert main(["spaces", "add", "--checkpoint", str(run1 / "model.pt"), "--name", "trained"]) == 0
-    assert main(["reembed", "--from", "tiny-random", "--to", "trained", "--workers", "0",
-                 "--no-progress", "--json"]) == 0
+    assert (
+        main(
+            [
+                "reembed",
+                "--from",
+                "tiny-random",
+                "--to",
+                "trained",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["reembed", "--from", "tiny-random", "--to", "trained", "--workers", "0",
-                 "--no-progress", "--json"]) == 0
+    assert (
+        main(
+            [
+                "reembed",
+                "--from",
+                "tiny-random",
+                "--to",
+                "trained",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--json",
+            ]
+        )
+        == 0
+    )
     second = json.loads(capsys.readouterr().out)
     assert (second["added"], second["already"]) == (0, 50), second
 
@@ -156,7 +196,8 @@ def test_train_register_reembed_switch_changes_eval_and_search(use_db, run1, cap
             "SELECT count(*) FROM casebase.embedding a JOIN casebase.embedding b USING "
             "(image_pk) WHERE a.space_id <> b.space_id AND (a.study_id, a.patient_key, a.age, "
             "a.sex, a.view, a.flags, a.batch) IS NOT DISTINCT FROM (b.study_id, b.patient_key,"
-            " b.age, b.sex, b.view, b.flags, b.batch)").fetchone()[0]
+            " b.age, b.sex, b.view, b.flags, b.batch)"
+        ).fetchone()[0]
     assert rows == 100
 
     assert main(["spaces", "default", "trained"]) == 0
@@ -177,16 +218,40 @@ def test_train_register_reembed_switch_changes_eval_and_search(use_db, run1, cap
 
 def _image_of(db_url: str, study_id: str) -> int:
     with connect(db_url) as conn:
-        return conn.execute("SELECT image_id FROM casebase.images WHERE study_id = %s",
-                            (study_id,)).fetchone()[0]
+        return conn.execute(
+            "SELECT image_id FROM casebase.images WHERE study_id = %s", (study_id,)
+        ).fetchone()[0]
 
 
 def test_resume_after_interruption_starts_at_the_next_epoch(use_db, run1, tmp_path, capsys):
     out = _copy(run1, tmp_path)
     first = json.loads((out / "model.json").read_text())["history"]
-    code = main(["train", "--space", "tiny-random", "--text", "label", "label", "--epochs", "2",
-                 "--out", str(out), "--batch-size", "16", "--lr", "1e-3", "--holdout", "0.3",
-                 "--workers", "0", "--device", "cpu", "--no-progress", "--json"])
+    code = main(
+        [
+            "train",
+            "--space",
+            "tiny-random",
+            "--text",
+            "label",
+            "label",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--batch-size",
+            "16",
+            "--lr",
+            "1e-3",
+            "--holdout",
+            "0.3",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["resumed_from"] == 1 and result["epochs_done"] == 2, result
@@ -214,8 +279,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     assert ck.load_state(out)["epoch"] == 1
 
 
-def test_checkpoint_whose_weights_do_not_match_its_config_is_refused(use_db, run1, tmp_path,
-                                                                     capsys):
+def test_checkpoint_whose_weights_do_not_match_its_config_is_refused(
+    use_db, run1, tmp_path, capsys
+):
     from casebase.embedding import load_encoder
 
     out = _copy(run1, tmp_path)
@@ -238,16 +304,38 @@ def test_label_fusion_records_weights_and_changes_the_vectors(use_db, run1, caps
 
     assert main(["spaces", "add", "--checkpoint", str(run1 / "model.pt"), "--name", "fused"]) == 0
     capsys.readouterr()
-    assert main(["reembed", "--from", "tiny-random", "--to", "fused", "--fuse-text",
-                 "label:label", "--w-img", "0.7", "--w-text", "0.3", "--workers", "0",
-                 "--no-progress", "--json"]) == 0
+    assert (
+        main(
+            [
+                "reembed",
+                "--from",
+                "tiny-random",
+                "--to",
+                "fused",
+                "--fuse-text",
+                "label:label",
+                "--w-img",
+                "0.7",
+                "--w-text",
+                "0.3",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert (summary["added"], summary["fused"]) == (50, 50), summary
     with connect(use_db) as conn:
         space = get_space(conn, "fused")
-        labels = dict(conn.execute("SELECT i.image_id, s.attributes ->> 'label' FROM "
-                                   "casebase.images i JOIN casebase.studies s USING (study_id)"
-                                   ).fetchall())
+        labels = dict(
+            conn.execute(
+                "SELECT i.image_id, s.attributes ->> 'label' FROM "
+                "casebase.images i JOIN casebase.studies s USING (study_id)"
+            ).fetchall()
+        )
     assert space.fusion == {"text": "label:label", "w_img": 0.7, "w_text": 0.3}
     fused, plain = _vectors(use_db, "fused"), _vectors(use_db, "trained")
     encoder = encoder_for_space(space, "cpu")
@@ -262,8 +350,14 @@ def test_label_fusion_records_weights_and_changes_the_vectors(use_db, run1, caps
 
             reembed(conn, source="tiny-random", target="fused", workers=0, progress=False)
         with pytest.raises(InputError, match="plain image vectors"):
-            reembed(conn, source="tiny-random", target="trained", fuse_text="label:label",
-                    workers=0, progress=False)
+            reembed(
+                conn,
+                source="tiny-random",
+                target="trained",
+                fuse_text="label:label",
+                workers=0,
+                progress=False,
+            )
 
 
 def test_drop_refuses_the_default_and_deletes_a_space(use_db, capsys):
@@ -274,7 +368,8 @@ def test_drop_refuses_the_default_and_deletes_a_space(use_db, capsys):
     assert main(["spaces", "drop", "tiny-random"]) == 0
     with psycopg.connect(use_db) as conn:
         left = [r[0] for r in conn.execute("SELECT space FROM casebase.spaces").fetchall()]
-        n = conn.execute("SELECT count(*) FROM casebase.embeddings WHERE space = "
-                         "'tiny-random'").fetchone()[0]
+        n = conn.execute(
+            "SELECT count(*) FROM casebase.embeddings WHERE space = 'tiny-random'"
+        ).fetchone()[0]
         batch_space = conn.execute("SELECT space_id FROM casebase.ingest_batch").fetchone()[0]
     assert "tiny-random" not in left and n == 0 and batch_space is None

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME = "casebase"
 
+
 def _memory_mb() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20

@@ -61,9 +61,7 @@ def prepare_report(findings: object, impression: object, report: object) -> Repo
     try:
         labelled = labelled_findings(sanitized.findings, sanitized.impression)
     except Exception as exc:
-        raise InputError(
-            f"report could not be labelled ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise InputError(f"report could not be labelled ({type(exc).__name__}: {exc})") from exc
     return ReportFacts(sanitized, labelled)
 
 

@@ -54,8 +54,22 @@ logger = logging.getLogger(__name__)
 __all__ = ["CATEGORIES", "SanitizedReport", "sanitize_report", "sanitize_text", "split_sections"]
 
 #: Scrub categories, in the order ``SanitizedReport.removed`` lists them.
-CATEGORIES = ("section", "comparison", "communication", "date", "time", "age", "name",
-              "id", "phone", "email", "url", "place", "deid_token", "control")
+CATEGORIES = (
+    "section",
+    "comparison",
+    "communication",
+    "date",
+    "time",
+    "age",
+    "name",
+    "id",
+    "phone",
+    "email",
+    "url",
+    "place",
+    "deid_token",
+    "control",
+)
 
 
 @dataclass(frozen=True)
@@ -70,22 +84,70 @@ class SanitizedReport:
 
 # --------------------------------------------------------------------------- sections
 
-_KEEP = {"findings": "findings", "finding": "findings", "findings/impression": "findings",
-         "findings and impression": "findings", "impression/findings": "findings",
-         "findings/conclusion": "findings", "impression": "impression",
-         "impressions": "impression", "conclusion": "impression",
-         "conclusions": "impression", "opinion": "impression", "summary": "impression",
-         "interpretation": "impression"}
-_DROP = {"history", "clinical history", "medical history", "indication", "indications",
-         "clinical indication", "reason for exam", "reason for examination",
-         "reason for study", "clinical", "clinical information", "clinical details",
-         "clinical notes", "clinical data", "comparison", "comparisons", "prior",
-         "priors", "prior studies", "technique", "procedure", "exam", "examination",
-         "study", "addendum", "recommendation", "recommendations", "signed by",
-         "dictated by", "electronically signed by", "attending", "radiologist",
-         "referring physician", "patient", "patient name", "name", "dob",
-         "date of birth", "date", "mrn", "accession", "accession number", "age", "sex",
-         "gender", "views", "contrast"}
+_KEEP = {
+    "findings": "findings",
+    "finding": "findings",
+    "findings/impression": "findings",
+    "findings and impression": "findings",
+    "impression/findings": "findings",
+    "findings/conclusion": "findings",
+    "impression": "impression",
+    "impressions": "impression",
+    "conclusion": "impression",
+    "conclusions": "impression",
+    "opinion": "impression",
+    "summary": "impression",
+    "interpretation": "impression",
+}
+_DROP = {
+    "history",
+    "clinical history",
+    "medical history",
+    "indication",
+    "indications",
+    "clinical indication",
+    "reason for exam",
+    "reason for examination",
+    "reason for study",
+    "clinical",
+    "clinical information",
+    "clinical details",
+    "clinical notes",
+    "clinical data",
+    "comparison",
+    "comparisons",
+    "prior",
+    "priors",
+    "prior studies",
+    "technique",
+    "procedure",
+    "exam",
+    "examination",
+    "study",
+    "addendum",
+    "recommendation",
+    "recommendations",
+    "signed by",
+    "dictated by",
+    "electronically signed by",
+    "attending",
+    "radiologist",
+    "referring physician",
+    "patient",
+    "patient name",
+    "name",
+    "dob",
+    "date of birth",
+    "date",
+    "mrn",
+    "accession",
+    "accession number",
+    "age",
+    "sex",
+    "gender",
+    "views",
+    "contrast",
+}
 _HEADER_LINE = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&]{1,40}?)[ \t]*(:|$)")
 _HEADER_INLINE = re.compile(r"(?<=[.!?])[ \t]+([A-Z][A-Za-z /&]{1,40}?)[ \t]*:")
 
@@ -120,125 +182,193 @@ def split_sections(report: str) -> tuple[str | None, str | None, bool, bool]:
     dropped = bool(report[: heads[0][0]].strip())
     comparison = False
     for i, (_, end, kind, name) in enumerate(heads):
-        body = report[end: heads[i + 1][0] if i + 1 < len(heads) else len(report)].strip()
+        body = report[end : heads[i + 1][0] if i + 1 < len(heads) else len(report)].strip()
         if kind == "drop":
             dropped = dropped or bool(body)
             comparison = comparison or name.lower().startswith(("compar", "prior"))
         elif body:
             parts[kind].append(body)
-    return (" ".join(parts["findings"]) or None, " ".join(parts["impression"]) or None,
-            dropped, comparison)
+    return (
+        " ".join(parts["findings"]) or None,
+        " ".join(parts["impression"]) or None,
+        dropped,
+        comparison,
+    )
 
 
 # --------------------------------------------------------------------------- patterns
 
-_MON = (r"(?=[A-Z])(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?"
-        r"|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\b"
-        r"(?:\.(?=\s*\d))?")
-_MONTH_FULL = r"(?:January|February|March|April|June|July|August|September|October|" \
-              r"November|December|JANUARY|FEBRUARY|MARCH|APRIL|JUNE|JULY|AUGUST|" \
-              r"SEPTEMBER|OCTOBER|NOVEMBER|DECEMBER)\b"
+_MON = (
+    r"(?=[A-Z])(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?"
+    r"|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\b"
+    r"(?:\.(?=\s*\d))?"
+)
+_MONTH_FULL = (
+    r"(?:January|February|March|April|June|July|August|September|October|"
+    r"November|December|JANUARY|FEBRUARY|MARCH|APRIL|JUNE|JULY|AUGUST|"
+    r"SEPTEMBER|OCTOBER|NOVEMBER|DECEMBER)\b"
+)
 _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?\b"
 _YEAR = r"(?:(?:19|20)\d{2}\b|'\d{2}\b)"
-_UNITS = (r"(?:\s*(?:(?:mg|g|kg|mcg|ug|µg|ng|pg|ml|mL|cc|l|L|dl|dL|IU|iu|U|units?|mm|cm|m|"
-          r"HU|mmHg|mEq|mmol|umol|µmol|cells|copies|ms|kV|kVp|mAs|Gy|mSv|bpm|k|K)\b|%|/|×))")
-_PREP = r"(?:\b(?:on|in|of|dated|from|since|until|till|through|to|at|by|during|between|" \
-        r"and|On|In|From|Since|Dated)\s+(?:the\s+)?)?"
-_DATE = re.compile(_PREP + r"(?:" + "|".join([
-    # ISO date (with an optional time) and other numeric forms
-    r"(?<![\w/.:-])(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:[0-2]?\d|3[01])"
-    r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?(?![\w/-]|\.\d)",
-    r"(?<![\w/.:-])\d{1,2}/\d{1,2}/(?:\d{4}|\d{2})(?![\w/-]|\.\d)",
-    r"(?<![\w/.:-])\d{1,2}[-.]\d{1,2}[-.](?:19|20)\d{2}(?![\w/-]|\.\d)",
-    r"(?<![\w/.:-])\d{2}[-.]\d{2}[-.]\d{2}(?![\w/-]|\.\d)",
-    r"(?<![\w/.:-])\d{1,2}[/-](?:19|20)\d{2}(?![\w/-]|\.\d)",
-    r"(?<=\bon )\d{1,2}/\d{1,2}(?![\w/]|\.\d)", r"(?<=\bdated )\d{1,2}/\d{1,2}(?![\w/]|\.\d)",
-    r"(?<=\bdated )X{3,}(?:,\s*X{3,})?",
-    # month names
-    _MON + r"\s+" + _DAY + r"(?:,?\s+" + _YEAR + r")?",
-    r"(?<![\w.])" + _DAY + r"(?:\s+of)?\s+" + _MON + r"(?:,?\s+" + _YEAR + r")?",
-    _MON + r",?\s+" + _YEAR, _MONTH_FULL,
-    # year ranges and bare years (not COVID-2019, 2019-nCoV, "disease 2019", "2000 mg")
-    r"(?<![\w.,-])(?:19|20)\d{2}\s?[-–/]\s?(?:(?:19|20)\d{2}|\d{2})(?![\w-]|\.\d)",
-    r"(?<![\w.,-])(?<!disease )(?<!Disease )(?:19|20)\d{2}(?![\w-]|[.,]\d)(?!" + _UNITS + ")",
-]) + r")")
-_TIME = re.compile(r"(?:\b(?:at|@)\s+)?(?:" + "|".join([
-    r"(?<![\w:.])\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*(?:[AaPp]\.?[Mm]\.?(?![A-Za-z])|"
-    r"hours\b|hrs\b|h\b))?(?![\w:])",
-    r"(?<![\w.])(?:\d{1,2}|X{3,})\s*(?:[ap]\.m\.|[AP]\.M\.|am\b|pm\b|AM\b|PM\b)",
-    r"(?<![\w.:])(?:[01]\d|2[0-3])[0-5]\d\s?(?:hours|hrs|hr|h)\b",
-]) + r")")
-_NUMWORD = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
-            r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|"
-            r"fifty|sixty|seventy|eighty|ninety|hundred)(?:[- ](?:one|two|three|four|five|"
-            r"six|seven|eight|nine))?")
-_AGE = re.compile(r"(?:\b(?P<art>an?|An?)\s+)?(?:" + "|".join([
-    r"\b(?:\d{1,3}|X{3,}|(?i:" + _NUMWORD + r"))[- ]?(?i:years?|yrs?|months?|weeks?|days?)"
-    r"[- ]?(?i:old)\b",
-    r"\b\d{1,3}[- ]?(?i:y/o|y\.o\.|yo\b|yrs?\b(?! ago)|years? of age)",
-    r"\b(?i:aged?)\s*[:=]?\s*\d{1,3}(?:\s*(?i:years|yrs|y)\b)?",
-    r"\b[Ii]n\s+(?:his|her|their)\s+(?:early\s+|mid-?\s*|late\s+)?(?:\d0'?s\b|"
-    r"(?i:twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties))",
-    r"(?:(?<![^\n.!?])|(?<=[.!?] )|(?<=\n ))\d{1,3}\s?(?:yo\s?)?[MF]\b(?![-/])",
-]) + r")")
+_UNITS = (
+    r"(?:\s*(?:(?:mg|g|kg|mcg|ug|µg|ng|pg|ml|mL|cc|l|L|dl|dL|IU|iu|U|units?|mm|cm|m|"
+    r"HU|mmHg|mEq|mmol|umol|µmol|cells|copies|ms|kV|kVp|mAs|Gy|mSv|bpm|k|K)\b|%|/|×))"
+)
+_PREP = (
+    r"(?:\b(?:on|in|of|dated|from|since|until|till|through|to|at|by|during|between|"
+    r"and|On|In|From|Since|Dated)\s+(?:the\s+)?)?"
+)
+_DATE = re.compile(
+    _PREP
+    + r"(?:"
+    + "|".join(
+        [
+            # ISO date (with an optional time) and other numeric forms
+            r"(?<![\w/.:-])(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:[0-2]?\d|3[01])"
+            r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?(?![\w/-]|\.\d)",
+            r"(?<![\w/.:-])\d{1,2}/\d{1,2}/(?:\d{4}|\d{2})(?![\w/-]|\.\d)",
+            r"(?<![\w/.:-])\d{1,2}[-.]\d{1,2}[-.](?:19|20)\d{2}(?![\w/-]|\.\d)",
+            r"(?<![\w/.:-])\d{2}[-.]\d{2}[-.]\d{2}(?![\w/-]|\.\d)",
+            r"(?<![\w/.:-])\d{1,2}[/-](?:19|20)\d{2}(?![\w/-]|\.\d)",
+            r"(?<=\bon )\d{1,2}/\d{1,2}(?![\w/]|\.\d)",
+            r"(?<=\bdated )\d{1,2}/\d{1,2}(?![\w/]|\.\d)",
+            r"(?<=\bdated )X{3,}(?:,\s*X{3,})?",
+            # month names
+            _MON + r"\s+" + _DAY + r"(?:,?\s+" + _YEAR + r")?",
+            r"(?<![\w.])" + _DAY + r"(?:\s+of)?\s+" + _MON + r"(?:,?\s+" + _YEAR + r")?",
+            _MON + r",?\s+" + _YEAR,
+            _MONTH_FULL,
+            # year ranges and bare years (not COVID-2019, 2019-nCoV, "disease 2019", "2000 mg")
+            r"(?<![\w.,-])(?:19|20)\d{2}\s?[-–/]\s?(?:(?:19|20)\d{2}|\d{2})(?![\w-]|\.\d)",
+            r"(?<![\w.,-])(?<!disease )(?<!Disease )(?:19|20)\d{2}(?![\w-]|[.,]\d)(?!"
+            + _UNITS
+            + ")",
+        ]
+    )
+    + r")"
+)
+_TIME = re.compile(
+    r"(?:\b(?:at|@)\s+)?(?:"
+    + "|".join(
+        [
+            r"(?<![\w:.])\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*(?:[AaPp]\.?[Mm]\.?(?![A-Za-z])|"
+            r"hours\b|hrs\b|h\b))?(?![\w:])",
+            r"(?<![\w.])(?:\d{1,2}|X{3,})\s*(?:[ap]\.m\.|[AP]\.M\.|am\b|pm\b|AM\b|PM\b)",
+            r"(?<![\w.:])(?:[01]\d|2[0-3])[0-5]\d\s?(?:hours|hrs|hr|h)\b",
+        ]
+    )
+    + r")"
+)
+_NUMWORD = (
+    r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
+    r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|"
+    r"fifty|sixty|seventy|eighty|ninety|hundred)(?:[- ](?:one|two|three|four|five|"
+    r"six|seven|eight|nine))?"
+)
+_AGE = re.compile(
+    r"(?:\b(?P<art>an?|An?)\s+)?(?:"
+    + "|".join(
+        [
+            r"\b(?:\d{1,3}|X{3,}|(?i:" + _NUMWORD + r"))[- ]?(?i:years?|yrs?|months?|weeks?|days?)"
+            r"[- ]?(?i:old)\b",
+            r"\b\d{1,3}[- ]?(?i:y/o|y\.o\.|yo\b|yrs?\b(?! ago)|years? of age)",
+            r"\b(?i:aged?)\s*[:=]?\s*\d{1,3}(?:\s*(?i:years|yrs|y)\b)?",
+            r"\b[Ii]n\s+(?:his|her|their)\s+(?:early\s+|mid-?\s*|late\s+)?(?:\d0'?s\b|"
+            r"(?i:twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties))",
+            r"(?:(?<![^\n.!?])|(?<=[.!?] )|(?<=\n ))\d{1,3}\s?(?:yo\s?)?[MF]\b(?![-/])",
+        ]
+    )
+    + r")"
+)
 _HONORIFIC = r"(?<![A-Za-z])(?:Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Professor|Doctor)\b\.?"
 _NAME_STOP = r"(?!(?:Right|Left|The|There|This|These|No|Bilateral|Chest|Findings|Impression)\b)"
 _NAME_TOK = _NAME_STOP + r"(?:X{3,}|[A-Z]\.|[A-Z][A-Za-z'’]+(?:-[A-Z][A-Za-z'’]+)?)"
 _CRED = r"(?:,?\s*(?:(?:MD|DO|PhD|FRCR|FRCPC|MBBS|RN|NP|PA-C)\b|M\.D\.|D\.O\.|Ph\.D\.))"
-_NAME = re.compile("|".join([
-    r"(?m:^)[ \t]*(?i:(?:electronically\s+)?(?:signed|reviewed|verified|approved|reported|"
-    r"read|interpreted|dictated|transcribed)(?:\s+electronically)?\s+by\b|(?:patient(?:\s+name)?"
-    r"|name|referring(?:\s+(?:physician|doctor|clinician))?|attending|radiologist|"
-    r"technologist|ordering\s+physician)[ \t]*:)[^\n]*",
-    r"\b(?i:(?:electronically\s+signed|e-signed|signed|dictated|transcribed|authenticated|"
-    r"attested)(?:\s+electronically)?\s+by)\b[^\n]*",
-    r"\(\s*(?i:case\s+)?(?i:courtesy)\s+of\b[^()\n]{0,300}\)",
-    r"\b(?i:courtesy)\s+of\b[^.\n]{0,300}",
-    _HONORIFIC + r"(?:[ \t]*" + _NAME_TOK + r"(?:[ \t-]{1,3}" + _NAME_TOK + r"){0,3})?" +
-    _CRED + "?",
-    r"(?<![\w.])[A-Z][a-z'’]+(?:\s+[A-Z]\.)?(?:\s+[A-Z][a-z'’-]+){1,2}" + _CRED,
-]))
+_NAME = re.compile(
+    "|".join(
+        [
+            r"(?m:^)[ \t]*(?i:(?:electronically\s+)?(?:signed|reviewed|verified|approved|reported|"
+            r"read|interpreted|dictated|transcribed)(?:\s+electronically)?\s+by\b|(?:patient(?:\s+name)?"
+            r"|name|referring(?:\s+(?:physician|doctor|clinician))?|attending|radiologist|"
+            r"technologist|ordering\s+physician)[ \t]*:)[^\n]*",
+            r"\b(?i:(?:electronically\s+signed|e-signed|signed|dictated|transcribed|authenticated|"
+            r"attested)(?:\s+electronically)?\s+by)\b[^\n]*",
+            r"\(\s*(?i:case\s+)?(?i:courtesy)\s+of\b[^()\n]{0,300}\)",
+            r"\b(?i:courtesy)\s+of\b[^.\n]{0,300}",
+            _HONORIFIC
+            + r"(?:[ \t]*"
+            + _NAME_TOK
+            + r"(?:[ \t-]{1,3}"
+            + _NAME_TOK
+            + r"){0,3})?"
+            + _CRED
+            + "?",
+            r"(?<![\w.])[A-Z][a-z'’]+(?:\s+[A-Z]\.)?(?:\s+[A-Z][a-z'’-]+){1,2}" + _CRED,
+        ]
+    )
+)
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
-_URL = re.compile(r"(?i)(?<![\w/@.])(?:(?:https?|ftp)://|www\.)[^\s<>()\"']{1,2000}"
-                  r"|(?<![\w@./-])[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,4}\."
-                  r"(?:com|org|net|edu|gov|info|io)\b(?:/[^\s<>()\"']{0,2000})?")
-_PHONE = re.compile("|".join([
-    r"\b(?i:tel|phone|telephone|pager|bleep|fax|ext|extension)\b\.?\s*(?i:no\.?|number)?"
-    r"\s*[:#]?\s*\+?\d[\d\s().-]{2,18}\d",
-    r"(?<![\w+.])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w-])",
-    r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?![\w-])",
-]))
+_URL = re.compile(
+    r"(?i)(?<![\w/@.])(?:(?:https?|ftp)://|www\.)[^\s<>()\"']{1,2000}"
+    r"|(?<![\w@./-])[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,4}\."
+    r"(?:com|org|net|edu|gov|info|io)\b(?:/[^\s<>()\"']{0,2000})?"
+)
+_PHONE = re.compile(
+    "|".join(
+        [
+            r"\b(?i:tel|phone|telephone|pager|bleep|fax|ext|extension)\b\.?\s*(?i:no\.?|number)?"
+            r"\s*[:#]?\s*\+?\d[\d\s().-]{2,18}\d",
+            r"(?<![\w+.])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w-])",
+            r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?![\w-])",
+        ]
+    )
+)
 _ALLOWED_CODES = r"(?!(?i:2019-?ncov|covid-?2?0?19|sars-?cov-?2|bnt162b2|mrna-?1273)\b)"
-_ID = re.compile("|".join([
-    r"(?i:\b(?:mrn|mr\s?#|mr\s?no\.?|medical\s+record(?:\s+(?:number|no\.?|#))?|accession"
-    r"(?:\s+(?:number|no\.?|#))?|acc(?:\.|\s?#|\s?no\.?)|patient\s+id|study\s+id|"
-    r"exam(?:ination)?\s+id|order\s+(?:number|no\.?|#)|case\s+(?:number|no\.?|#|id)|"
-    r"visit\s+(?:number|id)|encounter(?:\s+(?:number|id))?|rid|nhs\s+(?:number|no\.?)|ssn"
-    r")(?![\w]))[ \t]{0,3}[:#=]?[ \t]{0,3}(?:[A-Za-z0-9][A-Za-z0-9/-]{0,40}"
-    r"(?:\.[A-Za-z0-9/-]{1,40}){0,30})?",
-    r"\b(?:ID|UID|Id)[ \t]{0,3}[:#=]?[ \t]{0,3}(?=[A-Za-z0-9-]{0,40}\d)[A-Za-z0-9-]{1,40}"
-    r"(?:\.[A-Za-z0-9-]{1,40}){0,30}",
-    r"(?<![\w.-])\d{3,}(?:-\d{2,}){2,4}(?![\w-])(?!" + _UNITS + ")",
-    r"(?<![\w.])\d+(?:\.\d+){3,30}(?![\w]|\.\d)",
-    r"(?<![\w.,])\d{5,}(?![\w]|[.,]\d)(?!" + _UNITS + ")",
-    r"(?<![\w-])" + _ALLOWED_CODES + r"(?=[A-Za-z0-9]{6,20}(?![\w-]))"
-    r"(?=(?:[A-Za-z]*\d){3})(?=\d*[A-Za-z])[A-Za-z0-9]{6,20}",
-]))
-_INSTITUTION = r"(?:Hospitals?|Clinic|Medical\s+Cent(?:er|re)|Cent(?:er|re)s?|Infirmary|" \
-               r"University|Institute|College|Polyclinic|Policlinico|Ospedale|Klinikum)\b"
+_ID = re.compile(
+    "|".join(
+        [
+            r"(?i:\b(?:mrn|mr\s?#|mr\s?no\.?|medical\s+record(?:\s+(?:number|no\.?|#))?|accession"
+            r"(?:\s+(?:number|no\.?|#))?|acc(?:\.|\s?#|\s?no\.?)|patient\s+id|study\s+id|"
+            r"exam(?:ination)?\s+id|order\s+(?:number|no\.?|#)|case\s+(?:number|no\.?|#|id)|"
+            r"visit\s+(?:number|id)|encounter(?:\s+(?:number|id))?|rid|nhs\s+(?:number|no\.?)|ssn"
+            r")(?![\w]))[ \t]{0,3}[:#=]?[ \t]{0,3}(?:[A-Za-z0-9][A-Za-z0-9/-]{0,40}"
+            r"(?:\.[A-Za-z0-9/-]{1,40}){0,30})?",
+            r"\b(?:ID|UID|Id)[ \t]{0,3}[:#=]?[ \t]{0,3}(?=[A-Za-z0-9-]{0,40}\d)[A-Za-z0-9-]{1,40}"
+            r"(?:\.[A-Za-z0-9-]{1,40}){0,30}",
+            r"(?<![\w.-])\d{3,}(?:-\d{2,}){2,4}(?![\w-])(?!" + _UNITS + ")",
+            r"(?<![\w.])\d+(?:\.\d+){3,30}(?![\w]|\.\d)",
+            r"(?<![\w.,])\d{5,}(?![\w]|[.,]\d)(?!" + _UNITS + ")",
+            r"(?<![\w-])" + _ALLOWED_CODES + r"(?=[A-Za-z0-9]{6,20}(?![\w-]))"
+            r"(?=(?:[A-Za-z]*\d){3})(?=\d*[A-Za-z])[A-Za-z0-9]{6,20}",
+        ]
+    )
+)
+_INSTITUTION = (
+    r"(?:Hospitals?|Clinic|Medical\s+Cent(?:er|re)|Cent(?:er|re)s?|Infirmary|"
+    r"University|Institute|College|Polyclinic|Policlinico|Ospedale|Klinikum)\b"
+)
 _CAP = r"[A-Z][\w'’\ufffd.-]{0,40}"
-_PLACE = re.compile("|".join([
-    r"(?:\b(?:at|from|in|to)\s+)?(?:the\s+)?(?<![\w'’\ufffd.-])(?:" + _CAP + r"\s+){1,5}" +
-    _INSTITUTION +
-    r"(?:,?\s+(?:of|for|de|di|at|in|Affiliated\s+to)\s+(?:the\s+)?" + _CAP +
-    r"(?:\s+" + _CAP + r"){0,5}){0,3}(?:,\s+(?!(?:The|There|This|No|Right|Left)\b)"
-    r"[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?){0,3}",
-    r"\b(?:at|from|in|to)\s+(?!(?:Figure|Fig|Table|Appendix|Day|Patient|Case|Image|Panel|"
-    r"Supplementary|Video|Emergency|Intensive|Department|Coronavirus|Covid|Chest|Lung|"
-    r"Lungs|Right|Left|Bilateral|Upper|Lower|Middle|Hounsfield|Group|Type|Stage|Grade|"
-    r"Phase|Series|Version|English|Fowler|Trendelenburg)\b)[A-Z][a-z]+(?:\s+(?:[A-Z][a-z]+|"
-    r"[A-Z]{2,4}))?(?=\s*(?:[,.;:)(]|$|\s(?:and|for|on|with|where|who|which|to|in|at)\b))",
-]))
+_PLACE = re.compile(
+    "|".join(
+        [
+            r"(?:\b(?:at|from|in|to)\s+)?(?:the\s+)?(?<![\w'’\ufffd.-])(?:"
+            + _CAP
+            + r"\s+){1,5}"
+            + _INSTITUTION
+            + r"(?:,?\s+(?:of|for|de|di|at|in|Affiliated\s+to)\s+(?:the\s+)?"
+            + _CAP
+            + r"(?:\s+"
+            + _CAP
+            + r"){0,5}){0,3}(?:,\s+(?!(?:The|There|This|No|Right|Left)\b)"
+            r"[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?){0,3}",
+            r"\b(?:at|from|in|to)\s+(?!(?:Figure|Fig|Table|Appendix|Day|Patient|Case|Image|Panel|"
+            r"Supplementary|Video|Emergency|Intensive|Department|Coronavirus|Covid|Chest|Lung|"
+            r"Lungs|Right|Left|Bilateral|Upper|Lower|Middle|Hounsfield|Group|Type|Stage|Grade|"
+            r"Phase|Series|Version|English|Fowler|Trendelenburg)\b)[A-Z][a-z]+(?:\s+(?:[A-Z][a-z]+|"
+            r"[A-Z]{2,4}))?(?=\s*(?:[,.;:)(]|$|\s(?:and|for|on|with|where|who|which|to|in|at)\b))",
+        ]
+    )
+)
 _DEID = re.compile(r"(?<![A-Za-z])X{3,}(?:[\s,/<>-]{1,5}X{3,})+(?![A-Za-z])")
 _SPACES = re.compile(r"[\u00a0\u2000-\u200b\u202f\u205f\u3000]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
@@ -247,14 +377,18 @@ _SENT_SPLIT = re.compile(r"((?<=[.!?])[ \t]+|\n)")
 _COMMUNICATION = re.compile(
     r"(?i)\b(?:discussed|communicated\s+(?:to|with|by)|called\s+(?:to|and)|(?:was|were)\s+"
     r"called|notified|paged|telephoned|by\s+(?:tele)?phone|informed\s+(?!consent)|conveyed"
-    r"\s+to|relayed\s+to|result\s+notification|read\s*-?\s*back)\b")
-_OBJ = r"(?:prior|previous|recent|last|earlier|old|older|outside|preceding|baseline|" \
-       r"comparison|study|studies|exam|exams|examination|film|films|radiograph|radiographs|" \
-       r"x-?rays?|cxr|ct|mri|imaging|scan|images|one|x{3,})"
+    r"\s+to|relayed\s+to|result\s+notification|read\s*-?\s*back)\b"
+)
+_OBJ = (
+    r"(?:prior|previous|recent|last|earlier|old|older|outside|preceding|baseline|"
+    r"comparison|study|studies|exam|exams|examination|film|films|radiograph|radiographs|"
+    r"x-?rays?|cxr|ct|mri|imaging|scan|images|one|x{3,})"
+)
 _COMPARISON_SENT = re.compile(
     r"(?i)^\W*(?:\d{1,2}\.\s*)?(?:no\s+)?(?:comparisons?\b|compared\b|in\s+comparison\b|"
     r"when\s+compared\b|(?:prior|previous)\s+(?:studies|study|exams?|films?|imaging|"
-    r"radiographs?)\b\s*(?::|available|for|none)|priors?\s*:)")
+    r"radiographs?)\b\s*(?::|available|for|none)|priors?\s*:)"
+)
 _COMPARISON_WORDS = re.compile(
     r"\W*(?:\d{1,2}\.\s*)?(?:(?i:no|comparisons?|compared|in|when|none|available|made|is|"
     r"was|were|with|to|of|the|a|an|prior|priors|previous|recent|most|chest|x-?rays?|"
@@ -263,20 +397,23 @@ _COMPARISON_WORDS = re.compile(
     r"comparisons?|none|available|made|is|was|were|with|to|of|the|a|an|prior|priors|"
     r"previous|recent|most|chest|x-?rays?|x-?X{3,}|radiographs?|films?|studies|study|exams?|"
     r"examinations?|imaging|ct|cxr|pa|ap|and|lateral|frontal|views?|on|dated|from|one|two)"
-    r"\b|X{3,}|\d+)){0,40}[\s,:;.]*")
+    r"\b|X{3,}|\d+)){0,40}[\s,:;.]*"
+)
 _COMPARISON_LEAD = re.compile(
     r"(?i)^(\W*(?:\d{1,2}\.\s*)?)(?:as\s+|when\s+)?(?:compared\s+(?:with|to)|in\s+comparison"
-    r"\s+(?:with|to)|relative\s+to|since)\b([^,;\n]{0,200}),\s*(?=\S)")
+    r"\s+(?:with|to)|relative\s+to|since)\b([^,;\n]{0,200}),\s*(?=\S)"
+)
 _COMPARISON_INLINE = re.compile(
     r"(?i)(?<![ \t,]),?[ \t]*\b(?:(?:as\s+|when\s+)?compared\s+(?:with|to)|in\s+comparison"
     r"\s+(?:with|to)|relative\s+to|since|from|than(?:\s+(?:on|in))?)\b([^,;:()\n]{0,200}?)"
-    r"(?=[,;:()\n]|\.(?:\s|$)|$)")
+    r"(?=[,;:()\n]|\.(?:\s|$)|$)"
+)
 
 
 def _after_comparison(sentence: str) -> str:
     """What follows a comparison statement that lacks its full stop ("Comparison XXXX,
     XXXX Hyperexpansion of the lungs.") is a finding: keep it; else drop it all."""
-    rest = sentence[_COMPARISON_WORDS.match(sentence).end():]
+    rest = sentence[_COMPARISON_WORDS.match(sentence).end() :]
     return rest if re.match(r"[A-Z][a-z]+[ \t]+\S", rest) else ""
 
 
@@ -290,13 +427,19 @@ def _obj_is_prior(obj: str) -> bool:
 # --------------------------------------------------------------------------- passes
 
 
-def _sub(pattern: re.Pattern[str], text: str, cat: str, found: set[str],
-         repl: Callable[[re.Match[str]], str] | str = "") -> str:
+def _sub(
+    pattern: re.Pattern[str],
+    text: str,
+    cat: str,
+    found: set[str],
+    repl: Callable[[re.Match[str]], str] | str = "",
+) -> str:
     def _fn(m: re.Match[str]) -> str:
         out = repl(m) if callable(repl) else repl
         if out != m.group(0):
             found.add(cat)
         return out
+
     return pattern.sub(_fn, text)
 
 
@@ -304,14 +447,14 @@ def _age_repl(m: re.Match[str]) -> str:
     art = m.group("art")
     if not art:
         return ""
-    nxt = m.string[m.end(): m.end() + 40].lstrip()[:1].lower()
+    nxt = m.string[m.end() : m.end() + 40].lstrip()[:1].lower()
     new = "an" if nxt and nxt in "aeiou" else "a"
     return (new.capitalize() if art[0].isupper() else new) + " "
 
 
 def _time_repl(m: re.Match[str]) -> str:
-    """"at 3 p.m. Effusion." : the abbreviation's dot also ended the sentence; keep it."""
-    ends_sentence = re.match(r"\s+[A-Z]|\s*$", m.string[m.end():m.end() + 2])
+    """ "at 3 p.m. Effusion." : the abbreviation's dot also ended the sentence; keep it."""
+    ends_sentence = re.match(r"\s+[A-Z]|\s*$", m.string[m.end() : m.end() + 2])
     return "." if m.group(0).endswith(".") and ends_sentence else ""
 
 
@@ -329,11 +472,14 @@ def _sentences(text: str, found: set[str]) -> str:
         if sent.strip():
             if _COMMUNICATION.search(sent):
                 found.add("communication")
-                sent = re.match(r"\W*\d{1,2}\.", sent).group(0) if re.match(
-                    r"\W*\d{1,2}\.", sent) else ""
+                sent = (
+                    re.match(r"\W*\d{1,2}\.", sent).group(0)
+                    if re.match(r"\W*\d{1,2}\.", sent)
+                    else ""
+                )
             elif lead := _COMPARISON_LEAD.match(sent):
                 found.add("comparison")
-                rest = sent[lead.end():]
+                rest = sent[lead.end() :]
                 sent = lead.group(1) + rest[:1].upper() + rest[1:]
             elif _COMPARISON_SENT.match(sent):
                 found.add("comparison")
@@ -348,8 +494,12 @@ def _inline_comparison(m: re.Match[str]) -> str:
 
 _CLEAN = [
     (re.compile(r"[(\[][\s,;:/–-]*[)\]]"), ""),
-    (re.compile(r"\b(?:on|at|of|dated|from|since|by|with|to|until|in)[ \t]*(?=[,.;:!?)]|$)",
-                re.M), ""),
+    (
+        re.compile(
+            r"\b(?:on|at|of|dated|from|since|by|with|to|until|in)[ \t]*(?=[,.;:!?)]|$)", re.M
+        ),
+        "",
+    ),
     (re.compile(r"(?m)(^|(?<=[.!?])[ \t]+)\d{1,2}\.[ \t]*(?=\d{1,2}\.[ \t]|$)"), r"\1"),
     (re.compile(r"(?<![ \t])[ \t]+(?=[,.;:!?)])"), ""),
     (re.compile(r"([,;:])[ \t]*(?:[,;:][ \t]*)+"), r"\1 "),
@@ -416,8 +566,9 @@ def sanitize_text(text: str, found: set[str] | None = None) -> str | None:
     return text or None
 
 
-def sanitize_report(*, findings: object = None, impression: object = None,
-                    report: object = None) -> SanitizedReport:
+def sanitize_report(
+    *, findings: object = None, impression: object = None, report: object = None
+) -> SanitizedReport:
     """Sanitise a report given as sections, as a full text, or both.
 
     Explicit ``findings``/``impression`` win; ``report`` only fills the sections that

@@ -103,18 +103,33 @@ class Aggregate:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; :meth:`from_dict` restores an equal object."""
         return {
-            "k": self.k, "n_hits": self.n_hits, "n_with_report": self.n_with_report,
-            "counts": [{"finding": c.finding, "present": c.present, "uncertain": c.uncertain,
-                        "absent": c.absent, "weighted_frequency": c.weighted_frequency,
-                        "present_ids": list(c.present_ids),
-                        "uncertain_ids": list(c.uncertain_ids),
-                        "absent_ids": list(c.absent_ids)} for c in self.counts],
-            "cooccurrence": [{"a": c.a, "b": c.b, "count": c.count,
-                              "study_ids": list(c.study_ids)} for c in self.cooccurrence],
+            "k": self.k,
+            "n_hits": self.n_hits,
+            "n_with_report": self.n_with_report,
+            "counts": [
+                {
+                    "finding": c.finding,
+                    "present": c.present,
+                    "uncertain": c.uncertain,
+                    "absent": c.absent,
+                    "weighted_frequency": c.weighted_frequency,
+                    "present_ids": list(c.present_ids),
+                    "uncertain_ids": list(c.uncertain_ids),
+                    "absent_ids": list(c.absent_ids),
+                }
+                for c in self.counts
+            ],
+            "cooccurrence": [
+                {"a": c.a, "b": c.b, "count": c.count, "study_ids": list(c.study_ids)}
+                for c in self.cooccurrence
+            ],
             "excluded_by_quality": self.excluded_by_quality,
-            "study_ids": list(self.study_ids), "excluded_ids": list(self.excluded_ids),
-            "no_report_ids": list(self.no_report_ids), "weights": list(self.weights),
-            "weight": self.weight, "exclude_flags": list(self.exclude_flags),
+            "study_ids": list(self.study_ids),
+            "excluded_ids": list(self.excluded_ids),
+            "no_report_ids": list(self.no_report_ids),
+            "weights": list(self.weights),
+            "weight": self.weight,
+            "exclude_flags": list(self.exclude_flags),
         }
 
     @classmethod
@@ -123,26 +138,37 @@ class Aggregate:
         try:
             counts = tuple(
                 FindingCount(
-                    finding=str(c["finding"]), present=int(c["present"]),
-                    uncertain=int(c["uncertain"]), absent=int(c["absent"]),
-                    weighted_frequency=None if c["weighted_frequency"] is None
+                    finding=str(c["finding"]),
+                    present=int(c["present"]),
+                    uncertain=int(c["uncertain"]),
+                    absent=int(c["absent"]),
+                    weighted_frequency=None
+                    if c["weighted_frequency"] is None
                     else float(c["weighted_frequency"]),
                     present_ids=tuple(c["present_ids"]),
                     uncertain_ids=tuple(c["uncertain_ids"]),
-                    absent_ids=tuple(c["absent_ids"]))
-                for c in data["counts"])
-            cooc = tuple(CoOccurrence(str(c["a"]), str(c["b"]), int(c["count"]),
-                                      tuple(c["study_ids"])) for c in data["cooccurrence"])
+                    absent_ids=tuple(c["absent_ids"]),
+                )
+                for c in data["counts"]
+            )
+            cooc = tuple(
+                CoOccurrence(str(c["a"]), str(c["b"]), int(c["count"]), tuple(c["study_ids"]))
+                for c in data["cooccurrence"]
+            )
             return cls(
-                k=int(data["k"]), n_hits=int(data["n_hits"]),
-                n_with_report=int(data["n_with_report"]), counts=counts, cooccurrence=cooc,
+                k=int(data["k"]),
+                n_hits=int(data["n_hits"]),
+                n_with_report=int(data["n_with_report"]),
+                counts=counts,
+                cooccurrence=cooc,
                 excluded_by_quality=int(data["excluded_by_quality"]),
                 study_ids=tuple(data["study_ids"]),
                 excluded_ids=tuple(data.get("excluded_ids", ())),
                 no_report_ids=tuple(data.get("no_report_ids", ())),
                 weights=tuple(float(w) for w in data.get("weights", ())),
                 weight=str(data.get("weight", "similarity")),
-                exclude_flags=tuple(data.get("exclude_flags", ())))
+                exclude_flags=tuple(data.get("exclude_flags", ())),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"not a valid aggregate: {exc!r}") from exc
 
@@ -151,9 +177,14 @@ def _weight(hit: Hit, scheme: str) -> float:
     return 1.0 if scheme == "uniform" else max(hit.similarity, 0.0)
 
 
-def aggregate(hits: Sequence[Hit], findings: Mapping[str, Mapping[str, str]], *,
-              exclude_flags: Sequence[str] = (), top: int = 6,
-              weight: str = "similarity") -> Aggregate:
+def aggregate(
+    hits: Sequence[Hit],
+    findings: Mapping[str, Mapping[str, str]],
+    *,
+    exclude_flags: Sequence[str] = (),
+    top: int = 6,
+    weight: str = "similarity",
+) -> Aggregate:
     """Count, weight and pair the findings of ``hits``; see the module docstring."""
     if weight not in WEIGHTS:
         raise InputError(f"weight must be one of {', '.join(WEIGHTS)}, not {weight!r}")
@@ -176,39 +207,59 @@ def aggregate(hits: Sequence[Hit], findings: Mapping[str, Mapping[str, str]], *,
     for hit in reported:
         for finding, status in findings[hit.study_id].items():
             if status not in STATUSES:
-                raise InputError(f"study {hit.study_id!r}, finding {finding!r}: status must "
-                                 f"be one of {', '.join(STATUSES)}, not {status!r}")
+                raise InputError(
+                    f"study {hit.study_id!r}, finding {finding!r}: status must "
+                    f"be one of {', '.join(STATUSES)}, not {status!r}"
+                )
             ids.setdefault(finding, {s: [] for s in STATUSES})[status].append(hit.study_id)
 
     counts = []
     for finding, by_status in ids.items():
         w = sum(weights[s] for s in by_status["present"])
-        counts.append(FindingCount(
-            finding=finding, present=len(by_status["present"]),
-            uncertain=len(by_status["uncertain"]), absent=len(by_status["absent"]),
-            weighted_frequency=w / total_weight if total_weight > 0 else None,
-            present_ids=tuple(by_status["present"]),
-            uncertain_ids=tuple(by_status["uncertain"]),
-            absent_ids=tuple(by_status["absent"])))
-    counts.sort(key=lambda c: (-c.present, -c.uncertain, -(c.weighted_frequency or 0.0),
-                               c.finding))
+        counts.append(
+            FindingCount(
+                finding=finding,
+                present=len(by_status["present"]),
+                uncertain=len(by_status["uncertain"]),
+                absent=len(by_status["absent"]),
+                weighted_frequency=w / total_weight if total_weight > 0 else None,
+                present_ids=tuple(by_status["present"]),
+                uncertain_ids=tuple(by_status["uncertain"]),
+                absent_ids=tuple(by_status["absent"]),
+            )
+        )
+    counts.sort(key=lambda c: (-c.present, -c.uncertain, -(c.weighted_frequency or 0.0), c.finding))
 
     leaders = [c for c in counts if c.present > 0][:top]
     cooc = []
     for x, y in combinations(leaders, 2):
         both = set(x.present_ids) & set(y.present_ids)
         if both:
-            cooc.append(CoOccurrence(x.finding, y.finding, len(both),
-                                     tuple(s for s in x.present_ids if s in both)))
+            cooc.append(
+                CoOccurrence(
+                    x.finding, y.finding, len(both), tuple(s for s in x.present_ids if s in both)
+                )
+            )
     cooc.sort(key=lambda c: -c.count)  # stable: ties keep the findings' ranking order
 
     if excluded_ids:
-        logger.debug("excluded %d of %d hits by quality flags %s", len(excluded_ids),
-                     len(hits), sorted(excluded))
+        logger.debug(
+            "excluded %d of %d hits by quality flags %s",
+            len(excluded_ids),
+            len(hits),
+            sorted(excluded),
+        )
     return Aggregate(
-        k=len(hits), n_hits=len(kept), n_with_report=len(reported), counts=tuple(counts),
-        cooccurrence=tuple(cooc), excluded_by_quality=len(excluded_ids),
-        study_ids=tuple(h.study_id for h in kept), excluded_ids=excluded_ids,
+        k=len(hits),
+        n_hits=len(kept),
+        n_with_report=len(reported),
+        counts=tuple(counts),
+        cooccurrence=tuple(cooc),
+        excluded_by_quality=len(excluded_ids),
+        study_ids=tuple(h.study_id for h in kept),
+        excluded_ids=excluded_ids,
         no_report_ids=tuple(h.study_id for h in kept if h.study_id not in findings),
-        weights=tuple(weights[h.study_id] for h in kept), weight=weight,
-        exclude_flags=tuple(exclude_flags))
+        weights=tuple(weights[h.study_id] for h in kept),
+        weight=weight,
+        exclude_flags=tuple(exclude_flags),
+    )

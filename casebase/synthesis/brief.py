@@ -30,8 +30,10 @@ from casebase.synthesis.llm_results import STATUSES, LLMExtraction, LLMUsage
 __all__ = ["DISCLAIMER", "SCHEMA", "Brief", "LLMCount", "LLMSection"]
 
 SCHEMA = "casebase.brief/1"
-DISCLAIMER = ("Decision support, not a diagnosis: these counts describe what was reported "
-              "for visually similar past cases, not what this image shows.")
+DISCLAIMER = (
+    "Decision support, not a diagnosis: these counts describe what was reported "
+    "for visually similar past cases, not what this image shows."
+)
 
 
 def _jsonable(value: object, where: str) -> object:
@@ -67,7 +69,7 @@ def _value(v: object) -> str:
 
 
 def describe_filters(filters: Mapping[str, object], exclude_flags: tuple[str, ...] = ()) -> str:
-    """"CXR, sex F, age 40–60, excluding portable" from a filters mapping."""
+    """ "CXR, sex F, age 40–60, excluding portable" from a filters mapping."""
     parts: list[str] = []
     age_min, age_max = filters.get("age_min"), filters.get("age_max")
     excluding = list(exclude_flags)
@@ -144,11 +146,16 @@ class LLMSection:
         sent = set(self.sent_ids)
         stray = [sid for sid in self.errors if sid not in sent]
         for c in self.counts:
-            stray += [sid for sid in (*c.present_ids, *c.uncertain_ids, *c.absent_ids)
-                      if sid not in sent or sid in self.errors]
+            stray += [
+                sid
+                for sid in (*c.present_ids, *c.uncertain_ids, *c.absent_ids)
+                if sid not in sent or sid in self.errors
+            ]
         if stray:
-            raise InputError(f"LLM section counts or errors name studies that were not "
-                             f"labelled: {', '.join(sorted(set(stray))[:5])}")
+            raise InputError(
+                f"LLM section counts or errors name studies that were not "
+                f"labelled: {', '.join(sorted(set(stray))[:5])}"
+            )
 
     @property
     def n_labelled(self) -> int:
@@ -159,9 +166,15 @@ class LLMSection:
         return next((c for c in self.counts if c.finding == finding), None)
 
     @classmethod
-    def from_extraction(cls, extraction: LLMExtraction, sent_ids: tuple[str, ...] | list[str],
-                        *, usage: LLMUsage | None = None, narrative: str | None = None,
-                        narrative_error: str | None = None) -> LLMSection:
+    def from_extraction(
+        cls,
+        extraction: LLMExtraction,
+        sent_ids: tuple[str, ...] | list[str],
+        *,
+        usage: LLMUsage | None = None,
+        narrative: str | None = None,
+        narrative_error: str | None = None,
+    ) -> LLMSection:
         """Counts recomputed from ``extraction.labels`` alone, ids in ``sent_ids`` order.
 
         Only studies in ``sent_ids`` count, each at most once per finding, so the
@@ -169,70 +182,123 @@ class LLMSection:
         """
         sent = tuple(sent_ids)
         order = {sid: i for i, sid in enumerate(sent)}
-        labelled = sorted((sid for sid in extraction.labels
-                           if sid in order and sid not in extraction.errors), key=order.get)
+        labelled = sorted(
+            (sid for sid in extraction.labels if sid in order and sid not in extraction.errors),
+            key=order.get,
+        )
         by_finding: dict[str, dict[str, list[str]]] = {}
         for sid in labelled:
             for finding, status in extraction.labels[sid].items():
                 if status in STATUSES:
                     by_finding.setdefault(finding, {s: [] for s in STATUSES})[status].append(sid)
         counts = sorted(
-            (LLMCount(f, len(v["present"]), len(v["uncertain"]), len(v["absent"]),
-                      tuple(v["present"]), tuple(v["uncertain"]), tuple(v["absent"]))
-             for f, v in by_finding.items()),
-            key=lambda c: (-c.present, -c.uncertain, c.finding))
-        return cls(model=extraction.model, version=extraction.version, sent_ids=sent,
-                   counts=tuple(counts),
-                   errors={sid: extraction.errors[sid] for sid in sent
-                           if sid in extraction.errors},
-                   usage=usage if usage is not None else extraction.usage,
-                   notes={sid: extraction.notes[sid] for sid in sent
-                          if sid in extraction.notes},
-                   narrative=narrative, narrative_error=narrative_error)
+            (
+                LLMCount(
+                    f,
+                    len(v["present"]),
+                    len(v["uncertain"]),
+                    len(v["absent"]),
+                    tuple(v["present"]),
+                    tuple(v["uncertain"]),
+                    tuple(v["absent"]),
+                )
+                for f, v in by_finding.items()
+            ),
+            key=lambda c: (-c.present, -c.uncertain, c.finding),
+        )
+        return cls(
+            model=extraction.model,
+            version=extraction.version,
+            sent_ids=sent,
+            counts=tuple(counts),
+            errors={sid: extraction.errors[sid] for sid in sent if sid in extraction.errors},
+            usage=usage if usage is not None else extraction.usage,
+            notes={sid: extraction.notes[sid] for sid in sent if sid in extraction.notes},
+            narrative=narrative,
+            narrative_error=narrative_error,
+        )
 
     def to_dict(self) -> dict[str, object]:
         u = self.usage
         return {
-            "model": self.model, "version": self.version, "sent_ids": list(self.sent_ids),
-            "counts": [{"finding": c.finding, "present": c.present, "uncertain": c.uncertain,
-                        "absent": c.absent, "present_ids": list(c.present_ids),
-                        "uncertain_ids": list(c.uncertain_ids),
-                        "absent_ids": list(c.absent_ids)} for c in self.counts],
-            "errors": dict(self.errors), "notes": dict(self.notes),
-            "usage": {"calls": u.calls, "cache_hits": u.cache_hits,
-                      "prompt_tokens": u.prompt_tokens,
-                      "completion_tokens": u.completion_tokens, "cost_usd": u.cost_usd},
-            "narrative": self.narrative, "narrative_error": self.narrative_error,
+            "model": self.model,
+            "version": self.version,
+            "sent_ids": list(self.sent_ids),
+            "counts": [
+                {
+                    "finding": c.finding,
+                    "present": c.present,
+                    "uncertain": c.uncertain,
+                    "absent": c.absent,
+                    "present_ids": list(c.present_ids),
+                    "uncertain_ids": list(c.uncertain_ids),
+                    "absent_ids": list(c.absent_ids),
+                }
+                for c in self.counts
+            ],
+            "errors": dict(self.errors),
+            "notes": dict(self.notes),
+            "usage": {
+                "calls": u.calls,
+                "cache_hits": u.cache_hits,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "cost_usd": u.cost_usd,
+            },
+            "narrative": self.narrative,
+            "narrative_error": self.narrative_error,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> LLMSection:
         try:
             u = data["usage"]
-            usage = LLMUsage(calls=int(u["calls"]), cache_hits=int(u["cache_hits"]),
-                             prompt_tokens=int(u["prompt_tokens"]),
-                             completion_tokens=int(u["completion_tokens"]),
-                             cost_usd=None if u["cost_usd"] is None else float(u["cost_usd"]))
+            usage = LLMUsage(
+                calls=int(u["calls"]),
+                cache_hits=int(u["cache_hits"]),
+                prompt_tokens=int(u["prompt_tokens"]),
+                completion_tokens=int(u["completion_tokens"]),
+                cost_usd=None if u["cost_usd"] is None else float(u["cost_usd"]),
+            )
             counts = tuple(
-                LLMCount(str(c["finding"]), int(c["present"]), int(c["uncertain"]),
-                         int(c["absent"]), tuple(c["present_ids"]),
-                         tuple(c["uncertain_ids"]), tuple(c["absent_ids"]))
-                for c in data["counts"])
-            return cls(model=str(data["model"]), version=str(data["version"]),
-                       sent_ids=tuple(data["sent_ids"]), counts=counts,
-                       errors=dict(data["errors"]), usage=usage,
-                       notes=dict(data.get("notes") or {}),
-                       narrative=data.get("narrative"),
-                       narrative_error=data.get("narrative_error"))
+                LLMCount(
+                    str(c["finding"]),
+                    int(c["present"]),
+                    int(c["uncertain"]),
+                    int(c["absent"]),
+                    tuple(c["present_ids"]),
+                    tuple(c["uncertain_ids"]),
+                    tuple(c["absent_ids"]),
+                )
+                for c in data["counts"]
+            )
+            return cls(
+                model=str(data["model"]),
+                version=str(data["version"]),
+                sent_ids=tuple(data["sent_ids"]),
+                counts=counts,
+                errors=dict(data["errors"]),
+                usage=usage,
+                notes=dict(data.get("notes") or {}),
+                narrative=data.get("narrative"),
+                narrative_error=data.get("narrative_error"),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"not a valid LLM section: {exc!r}") from exc
 
     def usage_line(self) -> str:
         u = self.usage
-        cost = (f"${u.cost_usd:.4f}" if u.cost_usd is not None
-                else "no cost" if not u.calls else "cost unknown")
-        return (f"{_plural(u.calls, 'call')} ({u.cache_hits} answered from the cache), "
-                f"{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, {cost}")
+        cost = (
+            f"${u.cost_usd:.4f}"
+            if u.cost_usd is not None
+            else "no cost"
+            if not u.calls
+            else "cost unknown"
+        )
+        return (
+            f"{_plural(u.calls, 'call')} ({u.cache_hits} answered from the cache), "
+            f"{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, {cost}"
+        )
 
 
 @dataclass(frozen=True)
@@ -260,26 +326,47 @@ class Brief:
         object.__setattr__(self, "notes", tuple(str(n) for n in self.notes))
 
     @classmethod
-    def create(cls, aggregate: Aggregate, *, k: int, query: str,
-               filters: Mapping[str, object] | None = None, space: str, model: str,
-               narrative: str | None = None, notes: tuple[str, ...] = (),
-               llm: LLMSection | None = None) -> Brief:
+    def create(
+        cls,
+        aggregate: Aggregate,
+        *,
+        k: int,
+        query: str,
+        filters: Mapping[str, object] | None = None,
+        space: str,
+        model: str,
+        narrative: str | None = None,
+        notes: tuple[str, ...] = (),
+        llm: LLMSection | None = None,
+    ) -> Brief:
         """A brief stamped with the current UTC time."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        return cls(aggregate, k, query, dict(filters or {}), space, model, now, narrative,
-                   notes, llm)
+        return cls(
+            aggregate, k, query, dict(filters or {}), space, model, now, narrative, notes, llm
+        )
 
     # ------------------------------------------------------------------ JSON
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """Everything, every study id included; :meth:`from_json` restores an equal brief."""
-        return json.dumps({
-            "schema": SCHEMA, "k": self.k, "query": self.query, "filters": self.filters,
-            "space": self.space, "model": self.model, "generated_at": self.generated_at,
-            "narrative": self.narrative, "notes": list(self.notes),
-            "aggregate": self.aggregate.to_dict(),
-            "llm": self.llm.to_dict() if self.llm is not None else None,
-        }, ensure_ascii=False, indent=indent, allow_nan=False)
+        return json.dumps(
+            {
+                "schema": SCHEMA,
+                "k": self.k,
+                "query": self.query,
+                "filters": self.filters,
+                "space": self.space,
+                "model": self.model,
+                "generated_at": self.generated_at,
+                "narrative": self.narrative,
+                "notes": list(self.notes),
+                "aggregate": self.aggregate.to_dict(),
+                "llm": self.llm.to_dict() if self.llm is not None else None,
+            },
+            ensure_ascii=False,
+            indent=indent,
+            allow_nan=False,
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Brief:
@@ -291,12 +378,18 @@ class Brief:
             raise InputError(f"not a {SCHEMA} document")
         try:
             llm = data.get("llm")  # absent from briefs written before the LLM section
-            return cls(aggregate=Aggregate.from_dict(data["aggregate"]), k=data["k"],
-                       query=str(data["query"]), filters=dict(data["filters"]),
-                       space=str(data["space"]), model=str(data["model"]),
-                       generated_at=str(data["generated_at"]), narrative=data["narrative"],
-                       notes=tuple(data["notes"]),
-                       llm=LLMSection.from_dict(llm) if llm is not None else None)
+            return cls(
+                aggregate=Aggregate.from_dict(data["aggregate"]),
+                k=data["k"],
+                query=str(data["query"]),
+                filters=dict(data["filters"]),
+                space=str(data["space"]),
+                model=str(data["model"]),
+                generated_at=str(data["generated_at"]),
+                narrative=data["narrative"],
+                notes=tuple(data["notes"]),
+                llm=LLMSection.from_dict(llm) if llm is not None else None,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"brief is missing or has a malformed field: {exc!r}") from exc
 
@@ -325,8 +418,10 @@ class Brief:
         if agg.excluded_by_quality:
             flags = ", ".join(agg.exclude_flags)
             verb = "was" if agg.excluded_by_quality == 1 else "were"
-            out += (f", {agg.excluded_by_quality} {verb} set aside for quality flags "
-                    f"({flags}), leaving {agg.n_hits}")
+            out += (
+                f", {agg.excluded_by_quality} {verb} set aside for quality flags "
+                f"({flags}), leaving {agg.n_hits}"
+            )
         present = [c for c in agg.counts if c.present > 0]
         if not agg.n_with_report:
             out += ": none has a report, so there is nothing to count."
@@ -339,27 +434,42 @@ class Brief:
             if agg.cooccurrence:
                 out += "; " + ", ".join(
                     f"{c.count} mention both {self._label(c.a, labels)} and "
-                    f"{self._label(c.b, labels)}" for c in agg.cooccurrence[:3])
+                    f"{self._label(c.b, labels)}"
+                    for c in agg.cooccurrence[:3]
+                )
             out += "."
         if agg.n_with_report and agg.n_with_report != agg.n_hits:
             out += f" Percentages are of the {agg.n_with_report} cases with a report."
         return out + f" Cases without a report: {len(agg.no_report_ids)}."
 
-    def render_text(self, *, labels: Mapping[str, str] | None = None, max_ids: int = 10,
-                    max_findings: int = 10) -> str:
+    def render_text(
+        self, *, labels: Mapping[str, str] | None = None, max_ids: int = 10, max_findings: int = 10
+    ) -> str:
         """A paragraph for people, then study ids per finding (truncated) and notes."""
         agg = self.aggregate
-        lines = [f"Similar cases for {self.query} (model {self.model}, "
-                 f"generated {self.generated_at})", "", self._summary(labels, max_findings)]
+        lines = [
+            f"Similar cases for {self.query} (model {self.model}, generated {self.generated_at})",
+            "",
+            self._summary(labels, max_findings),
+        ]
         uncertain = [c for c in agg.counts if c.uncertain]
-        lines.append("Uncertain mentions are counted separately" + (
-            ": " + ", ".join(f"{c.uncertain} {self._label(c.finding, labels)}"
-                             for c in uncertain) + "." if uncertain else " (none here)."))
+        lines.append(
+            "Uncertain mentions are counted separately"
+            + (
+                ": "
+                + ", ".join(f"{c.uncertain} {self._label(c.finding, labels)}" for c in uncertain)
+                + "."
+                if uncertain
+                else " (none here)."
+            )
+        )
         listed = [c for c in agg.counts if c.present][:max_findings]
         if listed:
             lines += ["", "Study ids:"]
-            lines += [f"- {self._label(c.finding, labels)}: {_ids(c.present_ids, max_ids)}"
-                      for c in listed]
+            lines += [
+                f"- {self._label(c.finding, labels)}: {_ids(c.present_ids, max_ids)}"
+                for c in listed
+            ]
         if agg.excluded_ids:
             lines.append(f"- set aside for quality: {_ids(agg.excluded_ids, max_ids)}")
         if agg.no_report_ids:
@@ -380,11 +490,17 @@ class Brief:
         if self.llm is None:
             return []
         rules = {c.finding: c.present for c in self.aggregate.counts}
-        rows = [(c.finding, c, rules.get(c.finding, 0)) for c in self.llm.counts
-                if c.present or rules.get(c.finding, 0)]
+        rows = [
+            (c.finding, c, rules.get(c.finding, 0))
+            for c in self.llm.counts
+            if c.present or rules.get(c.finding, 0)
+        ]
         shown = {f for f, _, _ in rows}
-        rows += [(c.finding, None, c.present) for c in self.aggregate.counts
-                 if c.present and c.finding not in shown]
+        rows += [
+            (c.finding, None, c.present)
+            for c in self.aggregate.counts
+            if c.present and c.finding not in shown
+        ]
         return rows
 
     def llm_disagreements(self) -> list[tuple[str, int, int]]:
@@ -402,33 +518,41 @@ class Brief:
         if not llm.sent_ids:
             return "no hit has a report, so nothing was sent."
         failed = f", {len(llm.errors)} failed" if llm.errors else ""
-        return (f"{llm.n_labelled} of {_plural(len(llm.sent_ids), 'report')} "
-                f"labelled{failed}.")
+        return f"{llm.n_labelled} of {_plural(len(llm.sent_ids), 'report')} labelled{failed}."
 
-    def _llm_text(self, labels: Mapping[str, str] | None, max_ids: int,
-                  max_findings: int) -> list[str]:
+    def _llm_text(
+        self, labels: Mapping[str, str] | None, max_ids: int, max_findings: int
+    ) -> list[str]:
         llm = self.llm
         assert llm is not None
-        lines = [f"LLM second opinion (model {llm.model}; the counts above, from the rule "
-                 f"labeller, remain the reference): {self._llm_head()}"]
+        lines = [
+            f"LLM second opinion (model {llm.model}; the counts above, from the rule "
+            f"labeller, remain the reference): {self._llm_head()}"
+        ]
         rows = self.llm_rows()
         for finding, c, rules in rows[:max_findings]:
             present = c.present if c else 0
             versus = f"rules: {rules}" if present != rules else "same as rules"
             ids = f"; {_ids(c.present_ids, max_ids)}" if c and c.present_ids else ""
-            lines.append(f"- {self._label(finding, labels)}: LLM: {present} present "
-                         f"({versus}){ids}")
+            lines.append(
+                f"- {self._label(finding, labels)}: LLM: {present} present ({versus}){ids}"
+            )
         if len(rows) > max_findings:
             lines.append(f"- and {len(rows) - max_findings} more findings (see JSON)")
         if llm.sent_ids and llm.n_labelled and not rows:
             lines.append("- the LLM finds no finding present, nor do the rules.")
         uncertain = [c for c in llm.counts if c.uncertain]
         if uncertain:
-            lines.append("- LLM uncertain mentions: " + ", ".join(
-                f"{c.uncertain} {self._label(c.finding, labels)}" for c in uncertain) + ".")
+            lines.append(
+                "- LLM uncertain mentions: "
+                + ", ".join(f"{c.uncertain} {self._label(c.finding, labels)}" for c in uncertain)
+                + "."
+            )
         if llm.errors and self.llm_disagreements():
-            lines.append(f"- counts can differ partly because the LLM could not label "
-                         f"{_plural(len(llm.errors), 'report')}.")
+            lines.append(
+                f"- counts can differ partly because the LLM could not label "
+                f"{_plural(len(llm.errors), 'report')}."
+            )
         for sid, reason in list(llm.errors.items())[:max_ids]:
             lines.append(f"- not labelled by the LLM: {sid} ({_short(reason)})")
         if len(llm.errors) > max_ids:
@@ -440,34 +564,50 @@ class Brief:
             lines.append(f"LLM narrative: none ({_short(llm.narrative_error)})")
         return lines
 
-    def _llm_markdown(self, labels: Mapping[str, str] | None, max_ids: int,
-                      cell) -> list[str]:
+    def _llm_markdown(self, labels: Mapping[str, str] | None, max_ids: int, cell) -> list[str]:
         llm = self.llm
         assert llm is not None
-        lines = ["### LLM second opinion", "",
-                 f"Model `{cell(llm.model)}`: {self._llm_head()} A check on the rule counts "
-                 "above, which remain the brief's numbers.", ""]
+        lines = [
+            "### LLM second opinion",
+            "",
+            f"Model `{cell(llm.model)}`: {self._llm_head()} A check on the rule counts "
+            "above, which remain the brief's numbers.",
+            "",
+        ]
         rules = {c.finding: c.present for c in self.aggregate.counts}
         rows = [(c.finding, c) for c in llm.counts]
         rows += [(f, None) for f, c, _ in self.llm_rows() if c is None]
         if rows:
-            lines += ["| finding | LLM present | rules present | LLM uncertain | LLM absent "
-                      "| study ids (LLM present) |", "|---|---:|---:|---:|---:|---|"]
+            lines += [
+                "| finding | LLM present | rules present | LLM uncertain | LLM absent "
+                "| study ids (LLM present) |",
+                "|---|---:|---:|---:|---:|---|",
+            ]
             for finding, c in rows:
-                counts = (f"{c.present} | {rules.get(finding, 0)} | {c.uncertain} | "
-                          f"{c.absent} | {cell(_ids(c.present_ids, max_ids))}" if c else
-                          f"0 | {rules.get(finding, 0)} | 0 | 0 | —")
+                counts = (
+                    f"{c.present} | {rules.get(finding, 0)} | {c.uncertain} | "
+                    f"{c.absent} | {cell(_ids(c.present_ids, max_ids))}"
+                    if c
+                    else f"0 | {rules.get(finding, 0)} | 0 | 0 | —"
+                )
                 lines.append(f"| {cell(self._label(finding, labels))} | {counts} |")
             lines.append("")
         differ = self.llm_disagreements()
         if differ:
-            lines += ["Present counts differ: " + "; ".join(
-                f"{cell(self._label(f, labels))} (LLM: {a} present (rules: {b}))"
-                for f, a, b in differ) + ".", ""]
+            lines += [
+                "Present counts differ: "
+                + "; ".join(
+                    f"{cell(self._label(f, labels))} (LLM: {a} present (rules: {b}))"
+                    for f, a, b in differ
+                )
+                + ".",
+                "",
+            ]
         if llm.errors:
             lines += ["Not labelled by the LLM:", ""]
-            lines += [f"- {cell(sid)}: {cell(_short(reason))}"
-                      for sid, reason in llm.errors.items()]
+            lines += [
+                f"- {cell(sid)}: {cell(_short(reason))}" for sid, reason in llm.errors.items()
+            ]
             lines.append("")
         lines.append(f"LLM usage: {llm.usage_line()}.")
         if llm.narrative:
@@ -476,40 +616,55 @@ class Brief:
             lines += ["", f"LLM narrative: none ({cell(_short(llm.narrative_error))})"]
         return lines
 
-    def render_markdown(self, *, labels: Mapping[str, str] | None = None,
-                        max_ids: int = 10) -> str:
+    def render_markdown(self, *, labels: Mapping[str, str] | None = None, max_ids: int = 10) -> str:
         """A heading, the summary, a findings table, co-occurrence, and the disclaimer."""
         agg = self.aggregate
 
         def cell(s: str) -> str:
             return s.replace("|", "\\|").replace("\n", " ")
 
-        lines = [f"## Similar cases for {cell(self.query)}", "",
-                 f"> **{DISCLAIMER}**", "",
-                 f"Space `{self.space}` · model `{self.model}` · generated {self.generated_at}",
-                 "", cell(self._summary(labels, max_findings=len(agg.counts) or 1)), ""]
+        lines = [
+            f"## Similar cases for {cell(self.query)}",
+            "",
+            f"> **{DISCLAIMER}**",
+            "",
+            f"Space `{self.space}` · model `{self.model}` · generated {self.generated_at}",
+            "",
+            cell(self._summary(labels, max_findings=len(agg.counts) or 1)),
+            "",
+        ]
         if agg.counts:
-            lines += ["| finding | present | uncertain | absent | weighted % | study ids |",
-                      "|---|---:|---:|---:|---:|---|"]
+            lines += [
+                "| finding | present | uncertain | absent | weighted % | study ids |",
+                "|---|---:|---:|---:|---:|---|",
+            ]
             for c in agg.counts:
                 w = _pct(c.weighted_frequency) if c.weighted_frequency is not None else "—"
-                lines.append(f"| {cell(self._label(c.finding, labels))} | {c.present} | "
-                             f"{c.uncertain} | {c.absent} | {w} | "
-                             f"{cell(_ids(c.present_ids, max_ids))} |")
+                lines.append(
+                    f"| {cell(self._label(c.finding, labels))} | {c.present} | "
+                    f"{c.uncertain} | {c.absent} | {w} | "
+                    f"{cell(_ids(c.present_ids, max_ids))} |"
+                )
             lines.append("")
         if agg.cooccurrence:
             lines += ["| both present | count | study ids |", "|---|---:|---|"]
-            lines += [f"| {cell(self._label(c.a, labels))} + {cell(self._label(c.b, labels))}"
-                      f" | {c.count} | {cell(_ids(c.study_ids, max_ids))} |"
-                      for c in agg.cooccurrence]
+            lines += [
+                f"| {cell(self._label(c.a, labels))} + {cell(self._label(c.b, labels))}"
+                f" | {c.count} | {cell(_ids(c.study_ids, max_ids))} |"
+                for c in agg.cooccurrence
+            ]
             lines.append("")
-        lines.append(f"Cases without a report: {len(agg.no_report_ids)}"
-                     + (f" ({cell(_ids(agg.no_report_ids, max_ids))})"
-                        if agg.no_report_ids else "") + ". Uncertain mentions are counted "
-                     "separately from present ones.")
+        lines.append(
+            f"Cases without a report: {len(agg.no_report_ids)}"
+            + (f" ({cell(_ids(agg.no_report_ids, max_ids))})" if agg.no_report_ids else "")
+            + ". Uncertain mentions are counted "
+            "separately from present ones."
+        )
         if agg.excluded_ids:
-            lines.append(f"Set aside for quality flags ({', '.join(agg.exclude_flags)}): "
-                         f"{cell(_ids(agg.excluded_ids, max_ids))}.")
+            lines.append(
+                f"Set aside for quality flags ({', '.join(agg.exclude_flags)}): "
+                f"{cell(_ids(agg.excluded_ids, max_ids))}."
+            )
         if self.llm is not None:
             lines += ["", *self._llm_markdown(labels, max_ids, cell)]
         if self.narrative:

@@ -22,7 +22,8 @@ def add_parsers(sub) -> None:
         help="drop hits with this flag before counting (reported as excluded)",
     )
     llm = p.add_argument_group(
-        "LLM second opinion (extra 'llm'; the rule counts stay the brief's numbers)")
+        "LLM second opinion (extra 'llm'; the rule counts stay the brief's numbers)"
+    )
     llm.add_argument(
         "--llm",
         nargs="?",
@@ -31,12 +32,19 @@ def add_parsers(sub) -> None:
         help="also label the hits' sanitised reports with this litellm model, e.g. "
         "gemini/gemini-2.5-flash or ollama/llama3.1 (no MODEL: CASEBASE_LLM_MODEL)",
     )
-    llm.add_argument("--llm-api-base", metavar="URL",
-                     help="the model's server, e.g. an OpenAI-compatible http://host:8000/v1")
-    llm.add_argument("--llm-workers", type=int, metavar="N",
-                     help="reports labelled in parallel (default 1)")
-    llm.add_argument("--llm-narrate", action="store_true",
-                     help="add the LLM's narrative of the counts (numbers checked)")
+    llm.add_argument(
+        "--llm-api-base",
+        metavar="URL",
+        help="the model's server, e.g. an OpenAI-compatible http://host:8000/v1",
+    )
+    llm.add_argument(
+        "--llm-workers", type=int, metavar="N", help="reports labelled in parallel (default 1)"
+    )
+    llm.add_argument(
+        "--llm-narrate",
+        action="store_true",
+        help="add the LLM's narrative of the counts (numbers checked)",
+    )
     r = sub.add_parser("relabel", help="re-extract findings after a lexicon change")
     r.add_argument("--batch", help="only this batch")
 
@@ -47,9 +55,15 @@ def _llm_backend(args: argparse.Namespace):
     from casebase.errors import ConfigError
 
     if args.llm is None:
-        given = [flag for flag, value in (("--llm-api-base", args.llm_api_base),
-                                          ("--llm-workers", args.llm_workers),
-                                          ("--llm-narrate", args.llm_narrate)) if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--llm-api-base", args.llm_api_base),
+                ("--llm-workers", args.llm_workers),
+                ("--llm-narrate", args.llm_narrate),
+            )
+            if value
+        ]
         if given:
             raise ConfigError(f"{' and '.join(given)} need --llm [MODEL]")
         return None
@@ -58,8 +72,9 @@ def _llm_backend(args: argparse.Namespace):
     from casebase.config import load_settings
     from casebase.synthesis.second_opinion import make_backend
 
-    return make_backend(args.llm, load_settings(), api_base=args.llm_api_base,
-                        workers=args.llm_workers)
+    return make_backend(
+        args.llm, load_settings(), api_base=args.llm_api_base, workers=args.llm_workers
+    )
 
 
 def run_brief(args: argparse.Namespace) -> int:

@@ -79,7 +79,18 @@ _ZONE_WORDS = {
     "bibasal": "lower",
 }
 _LOCATION_STOPS = TERMINATIONS | {
-    ",", ";", ":", ".", "and", "or", "with", "without", "no", "versus", "vs", "there",
+    ",",
+    ";",
+    ":",
+    ".",
+    "and",
+    "or",
+    "with",
+    "without",
+    "no",
+    "versus",
+    "vs",
+    "there",
 }
 _LOCATION_LEFT_TOKENS = 6
 _LOCATION_RIGHT_TOKENS = 8
@@ -201,8 +212,9 @@ def _candidates(text: str, lexicon: Lexicon) -> list[_Candidate]:
     return accepted
 
 
-def _location(words: Sequence[str], sent_start: int, sent_end: int, start: int, end: int
-              ) -> dict[str, str]:
+def _location(
+    words: Sequence[str], sent_start: int, sent_end: int, start: int, end: int
+) -> dict[str, str]:
     """Side and zone words in the phrase around a mention (same clause, a few tokens)."""
     i = max(sent_start, start - _LOCATION_LEFT_TOKENS)
     left = words[i:start]
@@ -265,8 +277,13 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
             status, cue_text = entry.normal_status, None
         else:
             result = assert_mention(
-                words, sent_start, sent_end, tok_start, tok_end,
-                cues_by_sent.get(idx, []), scopes,
+                words,
+                sent_start,
+                sent_end,
+                tok_start,
+                tok_end,
+                cues_by_sent.get(idx, []),
+                scopes,
             )
             status, cue_text = result.status, result.cue
         first = token_starts[sent_start]
@@ -344,8 +361,11 @@ def rollup(mentions: Iterable[Mention], lexicon: Lexicon | None = None) -> dict[
             default=0,
         )
         labels[NO_FINDING] = (
-            ABSENT if worst == STATUS_RANK[PRESENT] else
-            UNCERTAIN if worst == STATUS_RANK[UNCERTAIN] else PRESENT
+            ABSENT
+            if worst == STATUS_RANK[PRESENT]
+            else UNCERTAIN
+            if worst == STATUS_RANK[UNCERTAIN]
+            else PRESENT
         )
     return labels
 

@@ -75,8 +75,14 @@ from casebase.synthesis.llm_results import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BACKEND", "Disagreement", "LLMBackend", "LLMExtraction", "LLMUsage", "Narrative",
-    "ReportText", "compare_with_rules",
+    "BACKEND",
+    "Disagreement",
+    "LLMBackend",
+    "LLMExtraction",
+    "LLMUsage",
+    "Narrative",
+    "ReportText",
+    "compare_with_rules",
 ]
 
 BACKEND = "llm"
@@ -229,13 +235,19 @@ class LLMBackend:
 
     # --- calls -------------------------------------------------------------------------
 
-    def _complete(self, messages: list[dict[str, str]], fmt: dict[str, Any],
-                  tally: _Tally) -> str | None:
+    def _complete(
+        self, messages: list[dict[str, str]], fmt: dict[str, Any], tally: _Tally
+    ) -> str | None:
         """One litellm call (its own retries off: ours are the only ones)."""
         kwargs: dict[str, Any] = {
-            "model": self.model, "messages": messages, "response_format": fmt,
-            "temperature": self.temperature, "max_tokens": self.max_tokens,
-            "timeout": self.timeout, "num_retries": 0, "max_retries": 0,
+            "model": self.model,
+            "messages": messages,
+            "response_format": fmt,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "timeout": self.timeout,
+            "num_retries": 0,
+            "max_retries": 0,
         }
         if self.api_base:
             kwargs["api_base"] = self.api_base
@@ -254,9 +266,15 @@ class LLMBackend:
             cost: float | None = float(self._litellm.completion_cost(completion_response=response))
         except Exception:  # unknown model or provider price: cost is unknown, not an error
             cost = None
-        self._add(tally, LLMUsage(
-            calls=1, prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0), cost_usd=cost))
+        self._add(
+            tally,
+            LLMUsage(
+                calls=1,
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                cost_usd=cost,
+            ),
+        )
         try:
             return response.choices[0].message.content
         except (AttributeError, IndexError, TypeError):
@@ -266,14 +284,25 @@ class LLMBackend:
         tally.add(usage)
         self._total.add(usage)
 
-    def _ask(self, messages: list[dict[str, str]], fmt: dict[str, Any],
-             parse: Callable[[str | None], T], tally: _Tally, outage: _Outage) -> T:
+    def _ask(
+        self,
+        messages: list[dict[str, str]],
+        fmt: dict[str, Any],
+        parse: Callable[[str | None], T],
+        tally: _Tally,
+        outage: _Outage,
+    ) -> T:
         """Call and parse, retrying timeouts, provider errors and unusable answers."""
         import openai  # installed with litellm, whose exceptions all derive from it
 
         exc_mod = self._litellm.exceptions
-        fatal = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
-                 exc_mod.LiteLLMUnknownProvider, exc_mod.UnsupportedParamsError)
+        fatal = (
+            openai.AuthenticationError,
+            openai.PermissionDeniedError,
+            openai.NotFoundError,
+            exc_mod.LiteLLMUnknownProvider,
+            exc_mod.UnsupportedParamsError,
+        )
         reason = "no attempt made"
         attempts = self.retries + 1
         refused = 0
@@ -333,8 +362,7 @@ class LLMBackend:
         tally, outage = _Tally(), _Outage()
         if self.workers > 1 and len(reports) > 1:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                results = list(pool.map(lambda r: self._extract_one(r, tally, outage),
-                                        reports))
+                results = list(pool.map(lambda r: self._extract_one(r, tally, outage), reports))
         else:
             results = [self._extract_one(r, tally, outage) for r in reports]
         if outage.reason is not None:
@@ -351,22 +379,32 @@ class LLMBackend:
                 notes[report.study_id] = note
         return LLMExtraction(labels, errors, notes, self.model, self.version, tally.usage)
 
-    def _extract_one(self, report: ReportText,
-                     tally: _Tally, outage: _Outage,
-                     ) -> tuple[dict[str, str] | None, str | None, str | None]:
+    def _extract_one(
+        self,
+        report: ReportText,
+        tally: _Tally,
+        outage: _Outage,
+    ) -> tuple[dict[str, str] | None, str | None, str | None]:
         """(labels, error, note) for one report."""
         sid, text = report.study_id, report.text
         if not _has_words(text):
             return {}, None, "no report text to label (empty or de-identification tokens only)"
         if len(text) > self.max_report_chars:
-            return None, (f"report has {len(text)} characters, over the LLM limit of "
-                          f"{self.max_report_chars}; not sent"), None
+            return (
+                None,
+                (
+                    f"report has {len(text)} characters, over the LLM limit of "
+                    f"{self.max_report_chars}; not sent"
+                ),
+                None,
+            )
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             return None, "report text is not valid Unicode; not sent", None
-        key = cache_key("extract", self.model, PROMPT_VERSION, self.lexicon.digest,
-                        text_sha256(text))
+        key = cache_key(
+            "extract", self.model, PROMPT_VERSION, self.lexicon.digest, text_sha256(text)
+        )
         cached = self.cache.get(key) if self.cache is not None else None
         known = set(self.lexicon.ids())
         if isinstance(cached, dict) and all(
@@ -375,12 +413,15 @@ class LLMBackend:
             self._add(tally, LLMUsage(cache_hits=1))
             return dict(cached), None, None
         system = EXTRACT_SYSTEM.format(catalogue=catalogue(self.lexicon))
-        messages = [{"role": "system", "content": system},
-                    {"role": "user", "content": report_message(sid, text)}]
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": report_message(sid, text)},
+        ]
         fmt = response_format(extraction_model(tuple(self.lexicon.ids())), "report_findings")
         try:
-            labels = self._ask(messages, fmt,
-                               lambda c: parse_extraction(c, sid, self.lexicon), tally, outage)
+            labels = self._ask(
+                messages, fmt, lambda c: parse_extraction(c, sid, self.lexicon), tally, outage
+            )
         except _Failed as exc:
             if outage.reason is None:  # else extract() raises one error for all
                 logger.warning("LLM extraction failed for study %s: %s", sid, exc)
@@ -391,8 +432,9 @@ class LLMBackend:
 
     # --- narrative ---------------------------------------------------------------------
 
-    def narrate(self, counts: Mapping[str, Any] | Any, *, k: int,
-                filters: Mapping[str, Any] | None = None) -> Narrative:
+    def narrate(
+        self, counts: Mapping[str, Any] | Any, *, k: int, filters: Mapping[str, Any] | None = None
+    ) -> Narrative:
         """A short narrative over counts the code computed (``Aggregate`` or its dict).
 
         The model sees only the counts (finding ids and numbers, no report text); its
@@ -415,8 +457,9 @@ class LLMBackend:
             text = parse_narrative(content)
             bad = unknown_numbers(text, allowed, strings)
             if bad:
-                raise InvalidAnswer(f"narrative states numbers not in the counts: "
-                                    f"{', '.join(bad[:5])}")
+                raise InvalidAnswer(
+                    f"narrative states numbers not in the counts: {', '.join(bad[:5])}"
+                )
             return text
 
         user = counts_message(facts, k, plain_filters)
@@ -426,12 +469,15 @@ class LLMBackend:
         if isinstance(cached, str):
             self._add(tally, LLMUsage(cache_hits=1))
             return Narrative(cached, self.model, tally.usage)
-        messages = [{"role": "system", "content": NARRATE_SYSTEM},
-                    {"role": "user", "content": user}]
+        messages = [
+            {"role": "system", "content": NARRATE_SYSTEM},
+            {"role": "user", "content": user},
+        ]
         outage = _Outage()
         try:
-            text = self._ask(messages, response_format(narrative_model(), "narrative"),
-                             parse, tally, outage)
+            text = self._ask(
+                messages, response_format(narrative_model(), "narrative"), parse, tally, outage
+            )
         except _Unreachable:
             raise self._unreachable_error(outage) from None
         except _Failed as exc:

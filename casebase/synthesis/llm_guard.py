@@ -176,6 +176,7 @@ def parse_narrative(content: str | None) -> str:
 
 # --- facts for narration and the numbers they allow -----------------------------------
 
+
 def narration_facts(counts: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers worth narrating, compacted from ``Aggregate.to_dict()`` output.
 
@@ -189,12 +190,18 @@ def narration_facts(counts: Mapping[str, Any]) -> dict[str, Any]:
         return None if value is None else round(float(value), 3)
 
     facts: dict[str, Any] = {
-        key: counts[key] for key in ("n_hits", "n_with_report", "excluded_by_quality")
+        key: counts[key]
+        for key in ("n_hits", "n_with_report", "excluded_by_quality")
         if key in counts
     }
     facts["findings"] = [
-        {"finding": c["finding"], "present": c["present"], "uncertain": c["uncertain"],
-         "absent": c["absent"], "weighted_frequency": freq(c.get("weighted_frequency"))}
+        {
+            "finding": c["finding"],
+            "present": c["present"],
+            "uncertain": c["uncertain"],
+            "absent": c["absent"],
+            "weighted_frequency": freq(c.get("weighted_frequency")),
+        }
         for c in counts["counts"]
     ]
     facts["cooccurrence"] = [
@@ -223,9 +230,7 @@ class AllowedNumbers:
     percent: frozenset[float]
 
 
-def allowed_numbers(
-    facts: Mapping[str, Any], k: int, filters: Mapping[str, Any]
-) -> AllowedNumbers:
+def allowed_numbers(facts: Mapping[str, Any], k: int, filters: Mapping[str, Any]) -> AllowedNumbers:
     """k, numeric filter values and every number in ``facts``; and, written as "N%"
     only, each count as a share of ``n_with_report`` (else k) and each fraction times 100,
     rounded to 0 or 1 decimal: "24%" restates a count, it adds nothing. A bare "100" is
@@ -251,11 +256,33 @@ _NUMBER_RE = re.compile(
     r"(\d{1,3}(?:,\d{3})+(?!\d)|\d+(?:\.\d+)?)(\s*(?:%|per\s?cent\b))?", re.IGNORECASE
 )
 _WORDS = {
-    "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
-    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
-    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
-    "eighty": 80, "ninety": 90,
+    "zero": 0,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
 }
 # Magnitude words cannot be checked against a count: a narrative may not use them.
 _UNCHECKABLE = re.compile(r"\b(?:hundreds?|thousands?|millions?|dozens?|scores)\b", re.I)

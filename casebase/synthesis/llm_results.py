@@ -33,7 +33,8 @@ class LLMUsage:
     def __add__(self, other: LLMUsage) -> LLMUsage:
         costs = [c for c in (self.cost_usd, other.cost_usd) if c is not None]
         return LLMUsage(
-            self.calls + other.calls, self.cache_hits + other.cache_hits,
+            self.calls + other.calls,
+            self.cache_hits + other.cache_hits,
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             sum(costs) if costs else None,
@@ -88,8 +89,9 @@ class Disagreement:
     rules: str | None
 
 
-def compare_with_rules(extraction: LLMExtraction,
-                       rule_labels: Mapping[str, Mapping[str, str]]) -> list[Disagreement]:
+def compare_with_rules(
+    extraction: LLMExtraction, rule_labels: Mapping[str, Mapping[str, str]]
+) -> list[Disagreement]:
     """Findings on which the two back ends differ, per labelled study (for QA).
 
     Studies that failed or were skipped by the LLM are not compared; a finding only one

@@ -26,13 +26,19 @@ if TYPE_CHECKING:
 
 __all__ = ["NO_MODEL", "make_backend", "report_text", "second_opinion"]
 
-NO_MODEL = ("no LLM model given: name one (e.g. --llm gemini/gemini-2.5-flash) "
-            "or set CASEBASE_LLM_MODEL")
+NO_MODEL = (
+    "no LLM model given: name one (e.g. --llm gemini/gemini-2.5-flash) or set CASEBASE_LLM_MODEL"
+)
 
 
-def make_backend(llm: str | LLMBackend | None, settings: Settings, *,
-                 api_base: str | None = None, workers: int | None = None,
-                 **options: Any) -> LLMBackend:
+def make_backend(
+    llm: str | LLMBackend | None,
+    settings: Settings,
+    *,
+    api_base: str | None = None,
+    workers: int | None = None,
+    **options: Any,
+) -> LLMBackend:
     """``llm`` as a back end: an :class:`LLMBackend` as given, or a litellm model string
     ("" or None: the ``CASEBASE_LLM_MODEL`` setting), cached under the settings' cache dir."""
     from casebase.synthesis.llm import LLMBackend
@@ -63,13 +69,18 @@ def _spent(before: LLMUsage, after: LLMUsage) -> LLMUsage:
         cost = None
     else:
         cost = round(after.cost_usd - (before.cost_usd or 0.0), 10)
-    return LLMUsage(after.calls - before.calls, after.cache_hits - before.cache_hits,
-                    after.prompt_tokens - before.prompt_tokens,
-                    after.completion_tokens - before.completion_tokens, cost)
+    return LLMUsage(
+        after.calls - before.calls,
+        after.cache_hits - before.cache_hits,
+        after.prompt_tokens - before.prompt_tokens,
+        after.completion_tokens - before.completion_tokens,
+        cost,
+    )
 
 
-def second_opinion(backend: LLMBackend, brief: Brief, texts: Mapping[str, str], *,
-                   narrate: bool = False) -> LLMSection:
+def second_opinion(
+    backend: LLMBackend, brief: Brief, texts: Mapping[str, str], *, narrate: bool = False
+) -> LLMSection:
     """The LLM section for ``brief``; ``texts`` maps study id → sanitised report text.
 
     Only the studies the rule counts are over (kept hits with a report) are sent, in
@@ -89,5 +100,10 @@ def second_opinion(backend: LLMBackend, brief: Brief, texts: Mapping[str, str], 
                 narrative = backend.narrate(agg, k=brief.k, filters=brief.filters).text
             except LLMError as exc:  # the counts still stand; say why there is no text
                 narrative_error = str(exc)
-    return LLMSection.from_extraction(extraction, sent, usage=_spent(before, backend.usage),
-                                      narrative=narrative, narrative_error=narrative_error)
+    return LLMSection.from_extraction(
+        extraction,
+        sent,
+        usage=_spent(before, backend.usage),
+        narrative=narrative,
+        narrative_error=narrative_error,
+    )

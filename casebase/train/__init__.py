@@ -15,5 +15,11 @@ from casebase.train.loop import TrainResult, train
 from casebase.train.reembed import ReembedSummary, reembed
 from casebase.train.spaces import add_checkpoint_space, drop_space
 
-__all__ = ["ReembedSummary", "TrainResult", "add_checkpoint_space", "drop_space", "reembed",
-           "train"]
+__all__ = [
+    "ReembedSummary",
+    "TrainResult",
+    "add_checkpoint_space",
+    "drop_space",
+    "reembed",
+    "train",
+]

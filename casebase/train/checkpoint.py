@@ -238,8 +238,10 @@ def _from_config_file(path: Path, seed: int) -> Base:
     if not isinstance(model_cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(
         model_cfg
     ):
-        raise InputError(f"{path} is not an open_clip model config (embed_dim, vision_cfg, "
-                         "text_cfg; optionally under 'model_cfg', with 'preprocess_cfg')")
+        raise InputError(
+            f"{path} is not an open_clip model config (embed_dim, vision_cfg, "
+            "text_cfg; optionally under 'model_cfg', with 'preprocess_cfg')"
+        )
     digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
     arch = f"casebase-train-{digest}"
     register_arch(arch, model_cfg)
@@ -247,9 +249,15 @@ def _from_config_file(path: Path, seed: int) -> Base:
         with torch.random.fork_rng(devices=[]), quiet_random_init_warning():
             torch.manual_seed(seed)
             model = open_clip.create_model(
-                arch, pretrained=None, pretrained_text=False, pretrained_image=False,
-                device="cpu", force_preprocess_cfg=dict(raw.get("preprocess_cfg") or {}))
+                arch,
+                pretrained=None,
+                pretrained_text=False,
+                pretrained_image=False,
+                device="cpu",
+                force_preprocess_cfg=dict(raw.get("preprocess_cfg") or {}),
+            )
     except Exception as exc:
-        raise InputError(f"open_clip cannot build the model in {path} "
-                         f"({type(exc).__name__}: {exc})") from exc
+        raise InputError(
+            f"open_clip cannot build the model in {path} ({type(exc).__name__}: {exc})"
+        ) from exc
     return Base(model, arch, str(path), True, model_config(model, arch))

@@ -11,18 +11,28 @@ import json
 
 def add_parsers(sub) -> None:
     t = sub.add_parser(
-        "train", help="fine-tune a space's model on its image-text pairs (contrastive)",
+        "train",
+        help="fine-tune a space's model on its image-text pairs (contrastive)",
         description="Contrastive fine-tuning (open_clip's SigLIP loss) with a held-out split "
         "by patient, early stopping on held-out P@k, and a checkpoint that `casebase spaces "
-        "add` registers. Re-running with the same --out resumes.")
+        "add` registers. Re-running with the same --out resumes.",
+    )
     t.add_argument("--space", help="the space whose images are trained on (default: default)")
-    t.add_argument("--base", help="start from: a preset, an open_clip name (with --pretrained), "
-                   "a checkpoint .pt, or an open_clip model config .json (random init); "
-                   "default: the space's own model")
+    t.add_argument(
+        "--base",
+        help="start from: a preset, an open_clip name (with --pretrained), "
+        "a checkpoint .pt, or an open_clip model config .json (random init); "
+        "default: the space's own model",
+    )
     t.add_argument("--pretrained", help="open_clip pretrained tag, with an open_clip --base")
-    t.add_argument("--text", nargs="+", default=["report"], metavar="SOURCE",
-                   help="report (sanitised impression + findings), findings (present "
-                   "findings as text), or label COLUMN / label:COLUMN (a manifest column)")
+    t.add_argument(
+        "--text",
+        nargs="+",
+        default=["report"],
+        metavar="SOURCE",
+        help="report (sanitised impression + findings), findings (present "
+        "findings as text), or label COLUMN / label:COLUMN (a manifest column)",
+    )
     t.add_argument("--out", required=True, help="run directory (model.pt, model.json, last.pt)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=64)
@@ -49,18 +59,30 @@ def add_parsers(sub) -> None:
     drop = ssub.add_parser("drop", help="delete a non-default space and its vectors")
     drop.add_argument("name")
 
-    r = sub.add_parser("reembed", help="back-fill a space with the images of another",
-                       description="Resumable and idempotent: images already in --to are "
-                       "skipped; each chunk commits.")
+    r = sub.add_parser(
+        "reembed",
+        help="back-fill a space with the images of another",
+        description="Resumable and idempotent: images already in --to are "
+        "skipped; each chunk commits.",
+    )
     r.add_argument("--from", dest="source", required=True, help="space whose images to embed")
     r.add_argument("--to", dest="target", required=True, help="space to fill (spaces add)")
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--workers", type=int, help="decode worker processes")
     r.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    r.add_argument("--batch", action="append", dest="batches", metavar="NAME",
-                   help="only images of this ingest batch (repeatable)")
-    r.add_argument("--fuse-text", metavar="SOURCE", help="label fusion (seed 003): findings or "
-                   "label:COLUMN; stores normalize(w_img*v_image + w_text*v_text)")
+    r.add_argument(
+        "--batch",
+        action="append",
+        dest="batches",
+        metavar="NAME",
+        help="only images of this ingest batch (repeatable)",
+    )
+    r.add_argument(
+        "--fuse-text",
+        metavar="SOURCE",
+        help="label fusion (seed 003): findings or "
+        "label:COLUMN; stores normalize(w_img*v_image + w_text*v_text)",
+    )
     r.add_argument("--w-img", type=float, default=0.5)
     r.add_argument("--w-text", type=float, default=0.5)
     r.add_argument("--no-progress", action="store_true")
@@ -74,12 +96,25 @@ def run_train(args: argparse.Namespace) -> int:
 
     with connect() as client:
         result = train(
-            client.conn, space=args.space, base=args.base, pretrained=args.pretrained,
-            text=":".join(args.text), epochs=args.epochs, out=args.out,
-            device=args.device or load_settings().device, batch_size=args.batch_size,
-            lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-            patience=args.patience, max_minutes=args.max_minutes, holdout=args.holdout,
-            k=args.k, workers=args.workers, progress=False if args.no_progress else None)
+            client.conn,
+            space=args.space,
+            base=args.base,
+            pretrained=args.pretrained,
+            text=":".join(args.text),
+            epochs=args.epochs,
+            out=args.out,
+            device=args.device or load_settings().device,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            patience=args.patience,
+            max_minutes=args.max_minutes,
+            holdout=args.holdout,
+            k=args.k,
+            workers=args.workers,
+            progress=False if args.no_progress else None,
+        )
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
     return 0
 
@@ -94,10 +129,13 @@ def run_spaces(args: argparse.Namespace) -> int:
             print(spaces.render_spaces(spaces.space_rows(client.conn)))
         elif args.spaces_command == "add":
             space = spaces.add_checkpoint_space(client.conn, args.checkpoint, name=args.name)
-            current = next((s.name for s in spaces.list_spaces(client.conn) if s.is_default),
-                           "SPACE")
-            print(f"space {space.name} (dim {space.dim}) registered; fill it with: casebase "
-                  f"reembed --from {current} --to {space.name}")
+            current = next(
+                (s.name for s in spaces.list_spaces(client.conn) if s.is_default), "SPACE"
+            )
+            print(
+                f"space {space.name} (dim {space.dim}) registered; fill it with: casebase "
+                f"reembed --from {current} --to {space.name}"
+            )
         elif args.spaces_command == "default":
             space = set_default(client.conn, args.name)
             client.conn.commit()
@@ -115,9 +153,17 @@ def run_reembed(args: argparse.Namespace) -> int:
 
     with connect() as client:
         summary = reembed(
-            client.conn, source=args.source, target=args.target, batch_size=args.batch_size,
-            workers=args.workers, device=args.device or load_settings().device,
-            fuse_text=args.fuse_text, w_img=args.w_img, w_text=args.w_text,
-            batches=args.batches, progress=False if args.no_progress else None)
+            client.conn,
+            source=args.source,
+            target=args.target,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device or load_settings().device,
+            fuse_text=args.fuse_text,
+            w_img=args.w_img,
+            w_text=args.w_text,
+            batches=args.batches,
+            progress=False if args.no_progress else None,
+        )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.render())
     return 0

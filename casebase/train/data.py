@@ -108,8 +108,19 @@ def load_pairs(
         {"column": source.column or "", "space": space.space_id, "pks": list(image_pks or [])},
     ).fetchall()
     pairs = []
-    for pk, spk, sid, patient, modality, uri, label, impression, findings, has_report, present \
-            in rows:
+    for (
+        pk,
+        spk,
+        sid,
+        patient,
+        modality,
+        uri,
+        label,
+        impression,
+        findings,
+        has_report,
+        present,
+    ) in rows:
         found = sorted(present or [])
         relevance = frozenset(found or ([NO_FINDING] if has_report else []))
         if source.kind == "label":
@@ -241,10 +252,11 @@ def precision_at_k(
     vecs = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     precisions = []
     for start in range(0, len(queries), 256):
-        q = queries[start:start + 256]
+        q = queries[start : start + 256]
         sims = vecs[q] @ vecs.T
         blocked = (group_ids[q][:, None] == group_ids[None, :]) | (
-            modality_ids[q][:, None] != modality_ids[None, :])
+            modality_ids[q][:, None] != modality_ids[None, :]
+        )
         sims[blocked] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         valid = np.isfinite(np.take_along_axis(sims, top, axis=1))

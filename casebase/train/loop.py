@@ -75,8 +75,10 @@ class TrainResult:
             f"{self.best_precision:.3f} at the best epoch ({self.best_epoch})",
         ]
         for h in self.history:
-            lines.append(f"  epoch {h['epoch']:>3}  loss {h['loss']:.4f}  P@{self.k} "
-                         f"{h['precision']:.3f}" + ("  (partial)" if h.get("partial") else ""))
+            lines.append(
+                f"  epoch {h['epoch']:>3}  loss {h['loss']:.4f}  P@{self.k} "
+                f"{h['precision']:.3f}" + ("  (partial)" if h.get("partial") else "")
+            )
         if self.checkpoint:
             lines.append(f"checkpoint: {self.checkpoint} (sha256 {str(self.sha256)[:12]}…)")
             lines.append(f"register it: casebase spaces add --checkpoint {self.checkpoint}")
@@ -99,8 +101,10 @@ def _transforms(model: Any):
 
     pp = model.visual.preprocess_cfg
     cfg = PreprocessCfg(**{k: pp[k] for k in PreprocessCfg.__dataclass_fields__ if k in pp})
-    return (Preprocess(image_transform_v2(cfg, is_train=True)),
-            Preprocess(image_transform_v2(cfg, is_train=False)))
+    return (
+        Preprocess(image_transform_v2(cfg, is_train=True)),
+        Preprocess(image_transform_v2(cfg, is_train=False)),
+    )
 
 
 def _device(device: str | None) -> str:
@@ -158,47 +162,89 @@ def train(
     pairs = load_pairs(conn, sp, source)
     conn.commit()
     if len(pairs) < 20:
-        raise InputError(f"space {sp.name} has {len(pairs)} images with a {source} text; "
-                         "training needs at least 20")
+        raise InputError(
+            f"space {sp.name} has {len(pairs)} images with a {source} text; "
+            "training needs at least 20"
+        )
     train_pairs, held = split_by_patient(pairs, holdout, seed)
     if len(held) > MAX_HELD_OUT:
         pick = np.random.default_rng(seed).choice(len(held), MAX_HELD_OUT, replace=False)
         held = [held[i] for i in sorted(pick)]
     if len(held) <= k:
-        raise InputError(f"only {len(held)} held-out images: P@{k} needs more than {k}; "
-                         "raise --holdout or load more studies")
+        raise InputError(
+            f"only {len(held)} held-out images: P@{k} needs more than {k}; "
+            "raise --holdout or load more studies"
+        )
 
     start = ck.load_base(base, sp, pretrained=pretrained, seed=seed)
     if start.random_init:
-        log.warning("TRAINING FROM RANDOM INITIALISATION: %s has no pretrained weights. "
-                    "Fine on a narrow task with enough labels; otherwise use pretrained "
-                    "weights (--base clip-vit-b-32, biomedclip, ...)", start.name)
-    fingerprint = {"space": sp.name, "text": str(source), "base": start.name, "seed": seed,
-                   "holdout": holdout, "arch": json.dumps(start.config.model_cfg, sort_keys=True)}
+        log.warning(
+            "TRAINING FROM RANDOM INITIALISATION: %s has no pretrained weights. "
+            "Fine on a narrow task with enough labels; otherwise use pretrained "
+            "weights (--base clip-vit-b-32, biomedclip, ...)",
+            start.name,
+        )
+    fingerprint = {
+        "space": sp.name,
+        "text": str(source),
+        "base": start.name,
+        "seed": seed,
+        "holdout": holdout,
+        "arch": json.dumps(start.config.model_cfg, sort_keys=True),
+    }
     dev = _device(device)
     model = start.model.to(dev)
     head = siglip_head(same_text_prior([p.text for p in train_pairs], batch_size)).to(dev)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 and "logit_scale" not in n]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay},
-         {"params": no_decay + list(head.parameters()), "weight_decay": 0.0}],
-        lr=lr, betas=(0.9, 0.98), eps=1e-6)
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay + list(head.parameters()), "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
 
-    run = _Run(out=out, model=model, head=head, opt=opt, start=start, fingerprint=fingerprint,
-               k=k, seed=seed, device=dev, workers=workers, progress=progress)
+    run = _Run(
+        out=out,
+        model=model,
+        head=head,
+        opt=opt,
+        start=start,
+        fingerprint=fingerprint,
+        k=k,
+        seed=seed,
+        device=dev,
+        workers=workers,
+        progress=progress,
+    )
     saved = ck.load_state(out)
     if saved is not None:
         ck.check_resumable(out, saved, fingerprint)
         run.restore(saved)
     resumed_from = run.epoch
-    provenance = {"base": start.name, "random_init": start.random_init, "space": sp.name,
-                  "text": str(source), "k": k,
-                  "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
-                               "weight_decay": weight_decay, "seed": seed, "holdout": holdout,
-                               "patience": patience, "max_minutes": max_minutes,
-                               "loss": "open_clip SigLipLoss, same text = positive",
-                               "n_train": len(train_pairs), "n_held_out": len(held)}}
+    provenance = {
+        "base": start.name,
+        "random_init": start.random_init,
+        "space": sp.name,
+        "text": str(source),
+        "k": k,
+        "training": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "seed": seed,
+            "holdout": holdout,
+            "patience": patience,
+            "max_minutes": max_minutes,
+            "loss": "open_clip SigLipLoss, same text = positive",
+            "n_train": len(train_pairs),
+            "n_held_out": len(held),
+        },
+    }
     train_tf, eval_tf = _transforms(model)
     if run.baseline is None:
         run.baseline = run.held_out_precision(held, eval_tf)
@@ -212,12 +258,17 @@ def train(
     steps_per_epoch = max(1, len(train_pairs) // batch_size)
     while stopped == "epochs" and run.epoch < epochs:
         epoch = run.epoch + 1
-        loss, partial = run.train_epoch(epoch, train_pairs, train_tf, batch_size=batch_size,
-                                        lr=lr, total_steps=epochs * steps_per_epoch,
-                                        deadline=deadline)
+        loss, partial = run.train_epoch(
+            epoch,
+            train_pairs,
+            train_tf,
+            batch_size=batch_size,
+            lr=lr,
+            total_steps=epochs * steps_per_epoch,
+            deadline=deadline,
+        )
         precision = run.held_out_precision(held, eval_tf, epoch=epoch)
-        run.finish_epoch(epoch, loss, precision, partial, time.monotonic() - started,
-                         provenance)
+        run.finish_epoch(epoch, loss, precision, partial, time.monotonic() - started, provenance)
         if run.stale >= patience:
             stopped = "early stopping"
         elif partial or (deadline is not None and time.monotonic() >= deadline):
@@ -225,20 +276,45 @@ def train(
     if run.sha is not None:
         ck.write_config(out, start.config, {**provenance, **run.provenance()}, run.sha)
     return TrainResult(
-        out=str(out), checkpoint=str(out / ck.MODEL_FILE) if run.sha else None, sha256=run.sha,
-        space=sp.name, base=start.name, text=str(source), random_init=start.random_init,
-        n_train=len(train_pairs), n_held_out=len(held), k=k, baseline_precision=run.baseline,
-        best_epoch=run.best_epoch, best_precision=run.best, epochs_done=run.epoch,
-        resumed_from=resumed_from, stopped=stopped, seconds=time.monotonic() - started,
-        history=list(run.history))
+        out=str(out),
+        checkpoint=str(out / ck.MODEL_FILE) if run.sha else None,
+        sha256=run.sha,
+        space=sp.name,
+        base=start.name,
+        text=str(source),
+        random_init=start.random_init,
+        n_train=len(train_pairs),
+        n_held_out=len(held),
+        k=k,
+        baseline_precision=run.baseline,
+        best_epoch=run.best_epoch,
+        best_precision=run.best,
+        epochs_done=run.epoch,
+        resumed_from=resumed_from,
+        stopped=stopped,
+        seconds=time.monotonic() - started,
+        history=list(run.history),
+    )
 
 
 class _Run:
     """The mutable state of one training run, and what it saves to resume."""
 
-    def __init__(self, *, out: Path, model: Any, head: Any, opt: Any, start: ck.Base,
-                 fingerprint: dict, k: int, seed: int, device: str, workers: int | None,
-                 progress: bool | None) -> None:
+    def __init__(
+        self,
+        *,
+        out: Path,
+        model: Any,
+        head: Any,
+        opt: Any,
+        start: ck.Base,
+        fingerprint: dict,
+        k: int,
+        seed: int,
+        device: str,
+        workers: int | None,
+        progress: bool | None,
+    ) -> None:
         import open_clip
 
         self.out, self.model, self.head, self.opt = out, model, head, opt
@@ -262,28 +338,53 @@ class _Run:
         self.best, self.best_epoch = saved["best"], saved["best_epoch"]
         self.baseline, self.sha = saved["baseline"], saved["sha256"]
         self.history = list(saved["history"])
-        log.info("resuming %s after epoch %d (best held-out P@%d %.3f at epoch %d)",
-                 self.out, self.epoch, self.k, self.best, self.best_epoch)
+        log.info(
+            "resuming %s after epoch %d (best held-out P@%d %.3f at epoch %d)",
+            self.out,
+            self.epoch,
+            self.k,
+            self.best,
+            self.best_epoch,
+        )
 
     def provenance(self) -> dict[str, Any]:
-        return {"best_epoch": self.best_epoch, "held_out_precision": self.best,
-                "baseline_precision": self.baseline, "history": self.history}
+        return {
+            "best_epoch": self.best_epoch,
+            "held_out_precision": self.best,
+            "baseline_precision": self.baseline,
+            "history": self.history,
+        }
 
     # ------------------------------------------------------------------ one epoch
-    def train_epoch(self, epoch: int, pairs: list[Pair], transform: Any, *, batch_size: int,
-                    lr: float, total_steps: int, deadline: float | None) -> tuple[float, bool]:
+    def train_epoch(
+        self,
+        epoch: int,
+        pairs: list[Pair],
+        transform: Any,
+        *,
+        batch_size: int,
+        lr: float,
+        total_steps: int,
+        deadline: float | None,
+    ) -> tuple[float, bool]:
         import torch
         from torch.utils.data import DataLoader
 
         with torch.random.fork_rng(devices=[]):  # the caller's RNG is left alone
             torch.manual_seed(self.seed * 100_003 + epoch)  # augmentations: same on a re-run
-            order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(
-                self.seed * 100_003 + epoch)).tolist()
+            order = torch.randperm(
+                len(pairs), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            ).tolist()
             ordered = [pairs[i] for i in order]
             loader = DataLoader(
-                PairImages([p.uri for p in ordered], transform), batch_size=batch_size,
-                shuffle=False, num_workers=self.workers, collate_fn=collate,
-                drop_last=len(ordered) > batch_size, pin_memory=self.device.startswith("cuda"))
+                PairImages([p.uri for p in ordered], transform),
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=self.workers,
+                collate_fn=collate,
+                drop_last=len(ordered) > batch_size,
+                pin_memory=self.device.startswith("cuda"),
+            )
             bar = _bar(len(loader), f"epoch {epoch}", self.progress)
             self.model.train()
             losses, partial, dropped = [], False, 0
@@ -292,8 +393,9 @@ class _Run:
                     dropped += n_bad
                     if batch is None or len(idx) < 2:
                         continue
-                    loss = self._step([ordered[i].text for i in idx], batch,
-                                      _lr_at(self.step, total_steps, lr))
+                    loss = self._step(
+                        [ordered[i].text for i in idx], batch, _lr_at(self.step, total_steps, lr)
+                    )
                     if not math.isfinite(loss):
                         self._diverged(epoch, loss, lr)
                     losses.append(loss)
@@ -321,8 +423,9 @@ class _Run:
         ids = torch.from_numpy(inverse.astype(np.int64)).to(self.device)
         cuda = self.device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            image = self.model.encode_image(batch.to(self.device, non_blocking=True),
-                                            normalize=True)
+            image = self.model.encode_image(
+                batch.to(self.device, non_blocking=True), normalize=True
+            )
             text = self.model.encode_text(tokens, normalize=True)[ids]
             self.loss_fn.text_ids = ids
             scale = self.head.log_scale.clamp(max=math.log(100)).exp()
@@ -332,26 +435,40 @@ class _Run:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(
-            [p for g in self.opt.param_groups for p in g["params"]], max_norm=1.0)
+            [p for g in self.opt.param_groups for p in g["params"]], max_norm=1.0
+        )
         self.opt.step()
         return float(loss.detach())
 
     def _diverged(self, epoch: int, loss: float, lr: float) -> None:
-        kept = (f"the last good checkpoint {self.out / ck.MODEL_FILE} (epoch {self.best_epoch},"
-                f" held-out P@{self.k} {self.best:.3f}) is kept" if self.sha
-                else "no checkpoint had been written yet")
-        state = (f"; re-run with the same --out and a lower --lr to resume after epoch "
-                 f"{self.epoch}" if self.epoch else "; re-run with a lower --lr")
-        raise CasebaseError(f"training diverged: the loss is {loss} at epoch {epoch}, step "
-                            f"{self.step + 1} (--lr {lr:g}); {kept}{state}")
+        kept = (
+            f"the last good checkpoint {self.out / ck.MODEL_FILE} (epoch {self.best_epoch},"
+            f" held-out P@{self.k} {self.best:.3f}) is kept"
+            if self.sha
+            else "no checkpoint had been written yet"
+        )
+        state = (
+            f"; re-run with the same --out and a lower --lr to resume after epoch {self.epoch}"
+            if self.epoch
+            else "; re-run with a lower --lr"
+        )
+        raise CasebaseError(
+            f"training diverged: the loss is {loss} at epoch {epoch}, step "
+            f"{self.step + 1} (--lr {lr:g}); {kept}{state}"
+        )
 
     # ------------------------------------------------------------------ held-out P@k
     def held_out_precision(self, held: list[Pair], transform: Any, epoch: int = 0) -> float:
         import torch
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(PairImages([p.uri for p in held], transform), batch_size=256,
-                            shuffle=False, num_workers=self.workers, collate_fn=collate)
+        loader = DataLoader(
+            PairImages([p.uri for p in held], transform),
+            batch_size=256,
+            shuffle=False,
+            num_workers=self.workers,
+            collate_fn=collate,
+        )
         self.model.eval()
         vectors, kept = [], []
         with torch.inference_mode():
@@ -366,30 +483,68 @@ class _Run:
         if not np.all(np.isfinite(vecs)):
             self._diverged(epoch, float("nan"), self.opt.param_groups[0]["lr"])
         rows = [held[i] for i in kept]
-        return precision_at_k(vecs, [p.labels for p in rows], [p.group for p in rows],
-                              [p.modality for p in rows], self.k, seed=self.seed)
+        return precision_at_k(
+            vecs,
+            [p.labels for p in rows],
+            [p.group for p in rows],
+            [p.modality for p in rows],
+            self.k,
+            seed=self.seed,
+        )
 
     # ------------------------------------------------------------------ bookkeeping
-    def finish_epoch(self, epoch: int, loss: float, precision: float, partial: bool,
-                     seconds: float, provenance: dict[str, Any]) -> None:
-        self.history.append({"epoch": epoch, "loss": round(loss, 6),
-                             "precision": round(precision, 6), "seconds": round(seconds, 1),
-                             "partial": partial})
+    def finish_epoch(
+        self,
+        epoch: int,
+        loss: float,
+        precision: float,
+        partial: bool,
+        seconds: float,
+        provenance: dict[str, Any],
+    ) -> None:
+        self.history.append(
+            {
+                "epoch": epoch,
+                "loss": round(loss, 6),
+                "precision": round(precision, 6),
+                "seconds": round(seconds, 1),
+                "partial": partial,
+            }
+        )
         self.epoch = epoch
         if precision > self.best:
             self.best, self.best_epoch, self.stale = precision, epoch, 0
-            _, self.sha = ck.write_checkpoint(self.out, self.model, self.start.config,
-                                              {**provenance, **self.provenance()})
+            _, self.sha = ck.write_checkpoint(
+                self.out, self.model, self.start.config, {**provenance, **self.provenance()}
+            )
         else:
             self.stale += 1
-        log.info("epoch %d: loss %.4f, held-out P@%d %.3f (best %.3f at epoch %d)",
-                 epoch, loss, self.k, precision, self.best, self.best_epoch)
-        ck.save_state(self.out, {
-            "fingerprint": self.fingerprint, "epoch": self.epoch, "step": self.step,
-            "stale": self.stale, "best": self.best, "best_epoch": self.best_epoch,
-            "baseline": self.baseline, "sha256": self.sha, "history": self.history,
-            "model": {n: t.detach().cpu() for n, t in self.model.state_dict().items()},
-            "head": self.head.state_dict(), "optimizer": self.opt.state_dict()})
+        log.info(
+            "epoch %d: loss %.4f, held-out P@%d %.3f (best %.3f at epoch %d)",
+            epoch,
+            loss,
+            self.k,
+            precision,
+            self.best,
+            self.best_epoch,
+        )
+        ck.save_state(
+            self.out,
+            {
+                "fingerprint": self.fingerprint,
+                "epoch": self.epoch,
+                "step": self.step,
+                "stale": self.stale,
+                "best": self.best,
+                "best_epoch": self.best_epoch,
+                "baseline": self.baseline,
+                "sha256": self.sha,
+                "history": self.history,
+                "model": {n: t.detach().cpu() for n, t in self.model.state_dict().items()},
+                "head": self.head.state_dict(),
+                "optimizer": self.opt.state_dict(),
+            },
+        )
 
 
 def _bar(total: int, desc: str, enabled: bool | None):
@@ -397,5 +552,11 @@ def _bar(total: int, desc: str, enabled: bool | None):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", disable=None if enabled is None else False,
-                dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="batch",
+        disable=None if enabled is None else False,
+        dynamic_ncols=True,
+        leave=False,
+    )

@@ -33,10 +33,36 @@ from casebase.train.data import TextSource, text_of_study
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = ("space_id", "modality", "image_pk", "study_pk", "study_id", "patient_key", "age",
-            "sex", "view", "flags", "study_date", "batch", "vec")
-_TYPES = ("int2", "text", "int8", "int8", "text", "text", "float4", "text", "text", "text[]",
-          "date", "text", "vector")
+_COLUMNS = (
+    "space_id",
+    "modality",
+    "image_pk",
+    "study_pk",
+    "study_id",
+    "patient_key",
+    "age",
+    "sex",
+    "view",
+    "flags",
+    "study_date",
+    "batch",
+    "vec",
+)
+_TYPES = (
+    "int2",
+    "text",
+    "int8",
+    "int8",
+    "text",
+    "text",
+    "float4",
+    "text",
+    "text",
+    "text[]",
+    "date",
+    "text",
+    "vector",
+)
 
 
 @dataclass(frozen=True)
@@ -55,12 +81,16 @@ class ReembedSummary:
 
     def render(self) -> str:
         rate = self.added / self.seconds if self.seconds > 0 else 0.0
-        text = (f"reembed {self.source} → {self.target}: {self.added} added, {self.already} "
-                f"already there, {self.failed} unreadable, in {self.seconds:.1f} s "
-                f"({rate:.1f} images/s)")
+        text = (
+            f"reembed {self.source} → {self.target}: {self.added} added, {self.already} "
+            f"already there, {self.failed} unreadable, in {self.seconds:.1f} s "
+            f"({rate:.1f} images/s)"
+        )
         if self.fusion:
-            text += (f"; {self.fused} fused with {self.fusion['text']} "
-                     f"(w_img {self.fusion['w_img']}, w_text {self.fusion['w_text']})")
+            text += (
+                f"; {self.fused} fused with {self.fusion['text']} "
+                f"(w_img {self.fusion['w_img']}, w_text {self.fusion['w_text']})"
+            )
         if self.failed:
             text += "; re-run to retry the unreadable images"
         return text
@@ -72,27 +102,36 @@ def fusion_spec(fuse_text: str | None, w_img: float, w_text: float) -> dict | No
         return None
     source = TextSource.parse(fuse_text)
     if source.kind == "report":
-        raise InputError("--fuse-text takes findings or label:COLUMN (short texts that name "
-                         "the findings), not report")
+        raise InputError(
+            "--fuse-text takes findings or label:COLUMN (short texts that name "
+            "the findings), not report"
+        )
     if w_img <= 0 or w_text < 0 or not np.isfinite([w_img, w_text]).all():
         raise InputError(f"need --w-img > 0 and --w-text >= 0, got {w_img}, {w_text}")
     return {"text": str(source), "w_img": float(w_img), "w_text": float(w_text)}
 
 
 def _settle_fusion(conn, space: Space, wanted: dict | None) -> None:
-    has_rows = conn.execute("SELECT EXISTS (SELECT 1 FROM casebase.embedding WHERE space_id = "
-                            "%s)", (space.space_id,)).fetchone()[0]
+    has_rows = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM casebase.embedding WHERE space_id = %s)", (space.space_id,)
+    ).fetchone()[0]
     if space.fusion == wanted:
         return
     if space.fusion is not None:
-        raise InputError(f"space {space.name} holds label-fused vectors ({space.fusion}): "
-                         "re-run with the same --fuse-text, --w-img and --w-text")
+        raise InputError(
+            f"space {space.name} holds label-fused vectors ({space.fusion}): "
+            "re-run with the same --fuse-text, --w-img and --w-text"
+        )
     if has_rows:
-        raise InputError(f"space {space.name} already holds plain image vectors; fused "
-                         "vectors need a space of their own (casebase spaces add --checkpoint "
-                         f"PATH --name {space.name}-fused)")
-    conn.execute("UPDATE casebase.embedding_space SET fusion = %s WHERE space_id = %s",
-                 (Jsonb(wanted), space.space_id))
+        raise InputError(
+            f"space {space.name} already holds plain image vectors; fused "
+            "vectors need a space of their own (casebase spaces add --checkpoint "
+            f"PATH --name {space.name}-fused)"
+        )
+    conn.execute(
+        "UPDATE casebase.embedding_space SET fusion = %s WHERE space_id = %s",
+        (Jsonb(wanted), space.space_id),
+    )
 
 
 _TODO = """
@@ -146,11 +185,15 @@ def reembed(
     params = {"src": src.space_id, "dst": dst.space_id, "batches": list(batches or [])}
     todo_sql = _TODO.format(batches="AND e.batch = ANY(%(batches)s)" if batches else "")
     todo = conn.execute("SELECT count(*) " + todo_sql, params).fetchone()[0]
-    already = conn.execute("SELECT count(*) FROM casebase.embedding WHERE space_id = %s",
-                           (dst.space_id,)).fetchone()[0]
-    modalities = [r[0] for r in conn.execute(
-        "SELECT DISTINCT modality FROM casebase.embedding WHERE space_id = %s",
-        (src.space_id,)).fetchall()]
+    already = conn.execute(
+        "SELECT count(*) FROM casebase.embedding WHERE space_id = %s", (dst.space_id,)
+    ).fetchone()[0]
+    modalities = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT modality FROM casebase.embedding WHERE space_id = %s", (src.space_id,)
+        ).fetchall()
+    ]
     bulk = already == 0 and todo >= rebuild_index_over
     for modality in modalities if bulk else []:
         db_spaces.ensure_partition(conn, dst, modality)
@@ -166,17 +209,25 @@ def reembed(
         while True:
             page = conn.execute(
                 "SELECT e.image_pk, e.modality, e.study_pk, e.study_id, e.patient_key, e.age, "
-                "e.sex, e.view, e.flags, e.study_date, e.batch, i.uri " + todo_sql
+                "e.sex, e.view, e.flags, e.study_date, e.batch, i.uri "
+                + todo_sql
                 + " AND e.image_pk > %(last)s ORDER BY e.image_pk LIMIT %(limit)s",
-                {**params, "last": last, "limit": chunk_size}).fetchall()
+                {**params, "last": last, "limit": chunk_size},
+            ).fetchall()
             if not page:
                 break
             last = page[-1][0]
-            texts = (text_of_study(conn, text_source, sorted({r[2] for r in page}))
-                     if text_source else {})
+            texts = (
+                text_of_study(conn, text_source, sorted({r[2] for r in page}))
+                if text_source
+                else {}
+            )
             rows = []
             for ok, vectors, bad in encoder.embed_stream(
-                page, _load_row, batch_size=batch_size, workers=workers,
+                page,
+                _load_row,
+                batch_size=batch_size,
+                workers=workers,
                 progress=bar.update if bar is not None else None,
             ):
                 failed += len(bad)
@@ -186,8 +237,9 @@ def reembed(
                         vec = _fuse(vec, _text_vector(encoder, text, text_vectors), wanted)
                         fused += 1
                     image_pk, modality, *filters = row[:11]
-                    rows.append((dst.space_id, modality, image_pk, *filters,
-                                 np.asarray(vec, np.float32)))
+                    rows.append(
+                        (dst.space_id, modality, image_pk, *filters, np.asarray(vec, np.float32))
+                    )
             for modality in sorted({r[1] for r in rows}):
                 db_spaces.ensure_partition(conn, dst, modality)
             _copy(conn, "embedding", _COLUMNS, _TYPES, rows)
@@ -205,8 +257,9 @@ def reembed(
         conn.commit()
     if failed:
         log.warning("%d images could not be read; re-run to retry them", failed)
-    return ReembedSummary(src.name, dst.name, added, already, failed, fused,
-                          time.perf_counter() - started, wanted)
+    return ReembedSummary(
+        src.name, dst.name, added, already, failed, fused, time.perf_counter() - started, wanted
+    )
 
 
 def _text_vector(encoder: Any, text: str, cache: dict[str, np.ndarray]) -> np.ndarray:
@@ -225,5 +278,11 @@ def _bar(total: int, enabled: bool | None):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", desc="reembed", disable=None if enabled is None
-                else False, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(
+        total=total,
+        unit="img",
+        desc="reembed",
+        disable=None if enabled is None else False,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )

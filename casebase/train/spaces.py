@@ -39,16 +39,26 @@ def add_checkpoint_space(conn, checkpoint: str | Path, *, name: str | None = Non
     spec = load_encoder(checkpoint=path, device="cpu").spec
     try:
         space = ensure_space(
-            conn, name=name or spec.name, model_name=spec.model_name, dim=spec.dim,
-            pretrained=None, checkpoint_sha256=spec.checkpoint_sha256,
-            image_size=spec.image_size, preprocess=spec.preprocess, checkpoint_path=str(path))
+            conn,
+            name=name or spec.name,
+            model_name=spec.model_name,
+            dim=spec.dim,
+            pretrained=None,
+            checkpoint_sha256=spec.checkpoint_sha256,
+            image_size=spec.image_size,
+            preprocess=spec.preprocess,
+            checkpoint_path=str(path),
+        )
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
     if space.checkpoint_path and Path(space.checkpoint_path) != path:
-        log.warning("space %s already points at %s (same sha256); keeping that path",
-                    space.name, space.checkpoint_path)
+        log.warning(
+            "space %s already points at %s (same sha256); keeping that path",
+            space.name,
+            space.checkpoint_path,
+        )
     return space
 
 
@@ -69,12 +79,16 @@ def render_spaces(rows: list[SpaceRow]) -> str:
     lines = []
     for row in rows:
         s = row.space
-        model = (f"checkpoint {s.checkpoint_path}" if s.checkpoint_path
-                 else s.model_name + (f" ({s.pretrained})" if s.pretrained else ""))
+        model = (
+            f"checkpoint {s.checkpoint_path}"
+            if s.checkpoint_path
+            else s.model_name + (f" ({s.pretrained})" if s.pretrained else "")
+        )
         vectors = ", ".join(f"{m} {n}" for m, n in sorted(row.vectors.items())) or "no vectors"
         fusion = f"; label fusion {s.fusion}" if s.fusion else ""
-        lines.append(f"{'*' if s.is_default else ' '} {s.name:<24} dim {s.dim:<5} {model}; "
-                     f"{vectors}{fusion}")
+        lines.append(
+            f"{'*' if s.is_default else ' '} {s.name:<24} dim {s.dim:<5} {model}; {vectors}{fusion}"
+        )
     return "\n".join(lines)
 
 
@@ -88,16 +102,21 @@ def drop_space(conn, name: str) -> int:
         space = get_space(conn, name)
         if space.is_default:
             others = [s.name for s in list_spaces(conn) if s.name != name]
-            hint = (f"make another space the default first (casebase spaces default "
-                    f"{others[0]})" if others else "it is the only space")
+            hint = (
+                f"make another space the default first (casebase spaces default {others[0]})"
+                if others
+                else "it is the only space"
+            )
             raise InputError(f"space {name!r} is the default: {hint}")
-        n = conn.execute("SELECT count(*) FROM casebase.embedding WHERE space_id = %s",
-                         (space.space_id,)).fetchone()[0]
+        n = conn.execute(
+            "SELECT count(*) FROM casebase.embedding WHERE space_id = %s", (space.space_id,)
+        ).fetchone()[0]
         conn.execute(f'DROP TABLE IF EXISTS casebase."embedding_s{int(space.space_id)}"')
-        conn.execute("UPDATE casebase.ingest_batch SET space_id = NULL WHERE space_id = %s",
-                     (space.space_id,))
-        conn.execute("DELETE FROM casebase.embedding_space WHERE space_id = %s",
-                     (space.space_id,))
+        conn.execute(
+            "UPDATE casebase.ingest_batch SET space_id = NULL WHERE space_id = %s",
+            (space.space_id,),
+        )
+        conn.execute("DELETE FROM casebase.embedding_space WHERE space_id = %s", (space.space_id,))
         conn.commit()
     except BaseException:
         conn.rollback()
