@@ -1,9 +1,5 @@
--- Revision 0004: search tuned from benchmarks/search.py at 1M vectors.
--- * hnsw.ef_search is twice the images asked for (recall@100 at 10 % selectivity went
---   from 0.83 to 1.00 in a probe at 1M; 100 % from 0.61 to 0.71);
--- * the exact route keeps the 4k nearest images before de-duplicating by study, instead
---   of sorting every filtered row for DISTINCT ON (about 2x at 20k rows).
--- ------------------------------------------------------------------ the query builder
+-- Similar-case search for analysts, the Python client and the CLI (revision 0002).
+-- One query builder: casebase.similar_to_vector. Everything else calls it.
 CREATE OR REPLACE FUNCTION casebase.similar_to_vector(
     q vector,
     k integer DEFAULT 20,
@@ -46,7 +42,6 @@ DECLARE
     k_img integer;
     found_rows casebase.similar_case[];
     sql text;
-    near_limit text := 'ALL';
 BEGIN
     SELECT value::integer INTO max_k FROM casebase.setting WHERE key = 'max_k';
     SELECT value::bigint INTO threshold FROM casebase.setting WHERE key = 'exact_threshold';
@@ -116,7 +111,7 @@ BEGIN
     IF route = 'hnsw' THEN
         -- Several images may belong to one study: ask for more images than studies.
         k_img := least(k * 2, 2000);
-        PERFORM set_config('hnsw.ef_search', least(1000, greatest(k_img * 2, 200))::text, true);
+        PERFORM set_config('hnsw.ef_search', greatest(k_img, 200)::text, true);
         PERFORM set_config('hnsw.max_scan_tuples',
             greatest(20000, least(2000000, (k_img * 20 / greatest(est / greatest(
                 (SELECT reltuples FROM pg_class WHERE oid = leaf::regclass), 1), 0.0005))::bigint
@@ -129,8 +124,7 @@ BEGIN
                 WHERE %4$s
                 ORDER BY %1$s <=> %2$s
                 LIMIT %5$s
-            ),
-            near AS (SELECT * FROM cand)$q$, vec_expr, q_expr, leaf, where_sql, k_img);
+            )$q$, vec_expr, q_expr, leaf, where_sql, k_img);
     ELSE
         sql := format($q$
             WITH cand AS MATERIALIZED (
@@ -138,17 +132,12 @@ BEGIN
                        e.study_date, %1$s <=> %2$s AS distance
                 FROM %3$s e
                 WHERE %4$s
-            ),
-            near AS (SELECT * FROM cand ORDER BY distance, study_pk LIMIT %%NEAR%%)$q$,
-            vec_expr, q_expr, leaf, where_sql);
-        -- The k studies nearest by their best image are among the 4k nearest images
-        -- whenever those hold k studies; else (many images per study) take them all.
-        near_limit := (k * 4)::text;
+            )$q$, vec_expr, q_expr, leaf, where_sql);
     END IF;
     sql := sql || format($q$,
         best AS (
             SELECT DISTINCT ON (c.study_pk) c.*
-            FROM near c
+            FROM cand c
             ORDER BY c.study_pk, c.distance, c.image_pk
         ),
         top AS (
@@ -163,14 +152,9 @@ BEGIN
         FROM top t
         LEFT JOIN casebase.report r ON r.study_pk = t.study_pk$q$, k, m, route);
 
-    EXECUTE replace(sql, '%NEAR%', near_limit) INTO found_rows
+    EXECUTE sql INTO found_rows
         USING q, sex, age_min, age_max, exclude_flags, exclude_patient, views, require_flags,
               date_from, date_to, batches, exclude_study, attributes;
-    IF route <> 'hnsw' AND near_limit <> 'ALL' AND coalesce(cardinality(found_rows), 0) < k THEN
-        EXECUTE replace(sql, '%NEAR%', 'ALL') INTO found_rows
-            USING q, sex, age_min, age_max, exclude_flags, exclude_patient, views, require_flags,
-                  date_from, date_to, batches, exclude_study, attributes;
-    END IF;
 
     -- The approximate scan may stop short (max_scan_tuples): then answer exactly.
     IF route = 'hnsw' AND coalesce(cardinality(found_rows), 0) < k THEN
@@ -183,3 +167,9 @@ BEGIN
 END
 $fn$;
 
+REVOKE ALL ON FUNCTION casebase.similar_to_vector(vector, integer, text, text, double precision,
+    double precision, text[], text, text, text[], text[], date, date, text[], text, jsonb,
+    boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION casebase.similar_to_vector(vector, integer, text, text,
+    double precision, double precision, text[], text, text, text[], text[], date, date, text[],
+    text, jsonb, boolean) TO casebase_analyst, casebase_ingest;

@@ -1,71 +1,8 @@
--- Revision 0005: HNSW parameters are settings, and the defaults buy recall.
--- At 1M 512-d vectors pgvector's defaults (m = 16, ef_construction = 64) with
--- ef_search = 2 x the images asked for left recall@100 at 0.76 with no filter, a few
--- queries at 0 (benchmarks/search.py). With m = 32, ef_construction = 128 (probe, same
--- data, 20 queries): 0.96 at ef_search 400 and 0.98 at 800, no query below 0.95; the
--- index build took 3.5x longer. New leaves and rebuilt indexes read casebase.setting;
--- existing indexes keep their parameters until rebuilt
--- (casebase.db.spaces.create_vector_index after drop_vector_index).
-INSERT INTO casebase.setting (key, value) VALUES
-    ('hnsw_m', '32'),                -- HNSW graph degree of new indexes
-    ('hnsw_ef_construction', '128'), -- HNSW build beam of new indexes
-    ('hnsw_ef_factor', '4')          -- hnsw.ef_search = factor x images asked for (200..1000)
-ON CONFLICT (key) DO NOTHING;
-
-CREATE OR REPLACE FUNCTION casebase.ensure_embedding_partition(p_space smallint, p_modality text)
-RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, casebase, public
-AS $fn$
-DECLARE
-    space_table text := format('embedding_s%s', p_space);
-    leaf text := format('embedding_s%s_%s', p_space, lower(p_modality));
-    d integer;
-    hnsw_m integer;
-    hnsw_efc integer;
-BEGIN
-    IF p_modality IS NULL OR p_modality !~ '^[A-Z][A-Z0-9]{0,15}$' THEN
-        RAISE EXCEPTION 'invalid modality %', p_modality USING ERRCODE = '22023';
-    END IF;
-    SELECT dim INTO d FROM casebase.embedding_space WHERE space_id = p_space;
-    IF d IS NULL THEN
-        RAISE EXCEPTION 'unknown embedding space %', p_space USING ERRCODE = '22023';
-    END IF;
-    IF to_regclass(format('casebase.%I', leaf)) IS NOT NULL THEN
-        RETURN leaf;
-    END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('casebase.embedding_partition'));
-    IF to_regclass(format('casebase.%I', space_table)) IS NULL THEN
-        EXECUTE format(
-            'CREATE TABLE casebase.%I PARTITION OF casebase.embedding '
-            'FOR VALUES IN (%s) PARTITION BY LIST (modality)', space_table, p_space);
-    END IF;
-    IF to_regclass(format('casebase.%I', leaf)) IS NULL THEN
-        EXECUTE format(
-            'CREATE TABLE casebase.%I PARTITION OF casebase.%I FOR VALUES IN (%L)',
-            leaf, space_table, p_modality);
-        -- Vectors stay inline: no TOAST detour on every distance computation.
-        EXECUTE format('ALTER TABLE casebase.%I ALTER COLUMN vec SET STORAGE PLAIN', leaf);
-        EXECUTE format(
-            'ALTER TABLE casebase.%I ADD CONSTRAINT %I CHECK (vector_dims(vec) = %s)',
-            leaf, leaf || '_dim', d);
-        SELECT value::integer INTO hnsw_m FROM casebase.setting WHERE key = 'hnsw_m';
-        SELECT value::integer INTO hnsw_efc FROM casebase.setting WHERE key = 'hnsw_ef_construction';
-        EXECUTE format(
-            'CREATE INDEX %I ON casebase.%I USING hnsw ((vec::vector(%s)) vector_cosine_ops) '
-            'WITH (m = %s, ef_construction = %s)', leaf || '_hnsw', leaf, d,
-            coalesce(hnsw_m, 16), coalesce(hnsw_efc, 64));
-        EXECUTE format('CREATE INDEX %I ON casebase.%I (sex, age)', leaf || '_sex_age', leaf);
-        EXECUTE format('CREATE INDEX %I ON casebase.%I (age)', leaf || '_age', leaf);
-        EXECUTE format('CREATE INDEX %I ON casebase.%I (study_date)', leaf || '_date', leaf);
-        EXECUTE format('CREATE INDEX %I ON casebase.%I (study_pk)', leaf || '_study', leaf);
-        EXECUTE format('CREATE INDEX %I ON casebase.%I USING gin (flags)', leaf || '_flags', leaf);
-    END IF;
-    RETURN leaf;
-END
-$fn$;
-
--- ------------------------------------------------------------------ the query builder
+-- Revision 0004: search tuned from benchmarks/search.py at 1M vectors.
+-- * hnsw.ef_search is twice the images asked for (recall@100 at 10 % selectivity went
+--   from 0.83 to 1.00 in a probe at 1M; 100 % from 0.61 to 0.71);
+-- * the exact route keeps the 4k nearest images before de-duplicating by study, instead
+--   of sorting every filtered row for DISTINCT ON (about 2x at 20k rows).
 CREATE OR REPLACE FUNCTION casebase.similar_to_vector(
     q vector,
     k integer DEFAULT 20,
@@ -102,7 +39,6 @@ DECLARE
     q_expr text;
     max_k integer;
     threshold bigint;
-    ef_factor integer;
     est double precision;
     plan jsonb;
     route text;
@@ -113,7 +49,6 @@ DECLARE
 BEGIN
     SELECT value::integer INTO max_k FROM casebase.setting WHERE key = 'max_k';
     SELECT value::bigint INTO threshold FROM casebase.setting WHERE key = 'exact_threshold';
-    SELECT value::integer INTO ef_factor FROM casebase.setting WHERE key = 'hnsw_ef_factor';
     IF k IS NULL OR k < 1 OR k > coalesce(max_k, 1000) THEN
         RAISE EXCEPTION 'k must be between 1 and %, got %', coalesce(max_k, 1000), k
             USING ERRCODE = '22023';
@@ -180,8 +115,7 @@ BEGIN
     IF route = 'hnsw' THEN
         -- Several images may belong to one study: ask for more images than studies.
         k_img := least(k * 2, 2000);
-        PERFORM set_config('hnsw.ef_search',
-            least(1000, greatest(k_img * coalesce(ef_factor, 2), 200))::text, true);
+        PERFORM set_config('hnsw.ef_search', least(1000, greatest(k_img * 2, 200))::text, true);
         PERFORM set_config('hnsw.max_scan_tuples',
             greatest(20000, least(2000000, (k_img * 20 / greatest(est / greatest(
                 (SELECT reltuples FROM pg_class WHERE oid = leaf::regclass), 1), 0.0005))::bigint
@@ -248,3 +182,9 @@ BEGIN
 END
 $fn$;
 
+REVOKE ALL ON FUNCTION casebase.similar_to_vector(vector, integer, text, text, double precision,
+    double precision, text[], text, text, text[], text[], date, date, text[], text, jsonb,
+    boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION casebase.similar_to_vector(vector, integer, text, text,
+    double precision, double precision, text[], text, text, text[], text[], date, date, text[],
+    text, jsonb, boolean) TO casebase_analyst, casebase_ingest;
