@@ -186,3 +186,43 @@ def test_missing_schema_is_a_clear_error(server_url):
             migrate.ensure_current(conn)
     finally:
         drop_database(server_url, "t_empty")
+
+
+def test_tuned_settings_survive_a_downgrade_and_the_upgrade_after_it(server_url, caplog):
+    """Downgrades leave setting rows; upgrades insert only the defaults that are missing."""
+    import logging
+
+    url = make_database(server_url, "t_settings")
+    tuned = {"max_k": "500", "hnsw_m": "24"}
+    try:
+        with connect(url) as conn:
+            for key, value in tuned.items():
+                conn.execute("UPDATE casebase.setting SET value = %s WHERE key = %s", (value, key))
+            conn.commit()
+        migrate.downgrade(url, "0001")
+        migrate.upgrade(url)
+        with connect(url) as conn:
+            rows = dict(
+                conn.execute(
+                    "SELECT key, value FROM casebase.setting WHERE key = ANY (%s)", (list(tuned),)
+                ).fetchall()
+            )
+            assert rows == tuned
+            # ... and the re-installed functions read them.
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="between 1 and 500"):
+                conn.execute("SELECT * FROM casebase.similar_to_vector('[1,0,0,0]', k => 501)")
+            conn.rollback()
+            space = spaces.ensure_space(conn, name="s4", model_name="test", dim=4)
+            leaf = spaces.ensure_partition(conn, space, "CXR")
+            assert "m='24'" in _leaf_indexes(conn, leaf)[f"{leaf}_hnsw"]
+            conn.commit()
+            (salt,) = conn.execute(
+                "SELECT value FROM casebase.setting WHERE key = 'patient_salt'"
+            ).fetchone()
+        # Down to base the rows must go: the log says which, without the patient salt.
+        with caplog.at_level(logging.WARNING, logger="casebase.db.migrations"):
+            migrate.downgrade(url, "base")
+        assert "max_k=500" in caplog.text and "hnsw_m=24" in caplog.text, caplog.text
+        assert "patient salt" in caplog.text and salt not in caplog.text, caplog.text
+    finally:
+        drop_database(server_url, "t_settings")

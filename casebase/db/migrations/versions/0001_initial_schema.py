@@ -9,6 +9,7 @@ installed from ``casebase/db/sql/<object>/0001.sql``, which carries its own gran
 Roles and the schema-wide grants on tables run once, here.
 """
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -22,6 +23,8 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+log = logging.getLogger("casebase.db.migrations")
 
 # Installed in this order; each file also holds the object's grants.
 _OBJECTS = (
@@ -51,6 +54,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop the schema with everything in it. The roles stay: they are the server's."""
+    tuned = op.get_bind().execute(
+        sa.text("SELECT key, value FROM casebase.setting WHERE key <> 'patient_salt' ORDER BY key")
+    )
+    log.warning(
+        "dropping schema casebase: its data goes, and with it the patient salt and the settings %s",
+        ", ".join(f"{key}={value}" for key, value in tuned) or "(none)",
+    )
     op.execute("DROP SCHEMA casebase CASCADE")
 
 

@@ -10,6 +10,7 @@ row type they return is not (a composite type cannot be replaced), so it is crea
 here.
 """
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -21,6 +22,8 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+log = logging.getLogger("casebase.db.migrations")
 
 # Installed in this order (each calls only those before it), dropped in reverse.
 _OBJECTS = ("_space", "_leaf", "similar_to_vector", "similar_cases", "hybrid_search")
@@ -50,6 +53,7 @@ def upgrade() -> None:
     op.add_column(
         "embedding_space", sa.Column("checkpoint_path", sa.Text(), nullable=True), schema="casebase"
     )
+    # A tuned value is kept: a downgrade leaves these rows, and this inserts only defaults.
     op.execute(
         "INSERT INTO casebase.setting (key, value) VALUES"
         " ('max_k', '1000'),"  # the cap on k
@@ -62,8 +66,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop the functions and their row type. The settings max_k and exact_threshold
+    stay in casebase.setting (nothing below this revision reads them), so a tuned value
+    survives a downgrade and the upgrade after it."""
     for name in reversed(_OBJECTS):
         replaceable.reinstall_previous(name, before=revision)
     op.execute("DROP TYPE casebase.similar_case")
-    op.execute("DELETE FROM casebase.setting WHERE key IN ('max_k', 'exact_threshold')")
     op.drop_column("embedding_space", "checkpoint_path", schema="casebase")
+    log.info("casebase.setting keeps max_k and exact_threshold for the next upgrade")
