@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 
 from casebase.config import Settings, load_settings
@@ -75,17 +73,6 @@ def connect(url: str | None = None, *, autocommit: bool = False, register: bool 
     if register:
         configure(conn)
     return conn
-
-
-@contextmanager
-def session(url: str | None = None) -> Iterator:
-    """A connection in one transaction, committed on success, always closed."""
-    conn = connect(url)
-    try:
-        with conn.transaction():
-            yield conn
-    finally:
-        conn.close()
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -1,10 +1,15 @@
 """The tables, as SQLAlchemy metadata: the source of truth for ``alembic check``.
 
 Views, SQL functions, roles and the embedding leaf partitions are not tables of
-this metadata: migrations create the first three, ``db/partitions.py`` the last.
+this metadata: migrations create the first three (views and functions from
+``db/sql/<object>/<revision>.sql``, see ``db/replaceable.py``), the SQL function
+``casebase.ensure_embedding_partition`` the last, when ``db/spaces.py`` asks for a
+leaf. ``include_name`` keeps those leaves out of the comparison.
 """
 
 from __future__ import annotations
+
+import re
 
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
@@ -42,6 +47,17 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
+
+LEAF_PARTITION = re.compile(r"^embedding_s\d+(_\w+)?$")
+
+
+def include_name(name: str | None, type_: str, parent_names) -> bool:
+    """What ``alembic check`` compares: casebase's own schema, without the leaf
+    partitions made at run time (they are not in this metadata)."""
+    if type_ == "schema":
+        return name == SCHEMA
+    return not (type_ == "table" and name and LEAF_PARTITION.match(name))
+
 
 SEXES = ("F", "M", "O")
 STATUSES = ("present", "uncertain", "absent")
