@@ -16,6 +16,11 @@ A migration names objects and revisions; it never cuts text out of a file::
     def downgrade():
         replaceable.reinstall_previous("similar_to_vector", before="0006")
 
+To change an object in a new revision, copy its newest file to
+``sql/<object>/<new revision>.sql``, edit the copy, and call these two. Never edit an
+older file again: databases downgrade to it, and tests/test_sql_objects.py checks
+every revision against its files.
+
 DDL that is not a replaceable object (the extension, the schema, tables, columns,
 indexes created once, the composite type ``similar_case``, roles, schema-wide
 grants, setting rows) stays in the migration's Python through ``op``: it runs once,
