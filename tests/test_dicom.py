@@ -22,7 +22,7 @@ from pydicom.uid import (
 )
 
 from casebase.errors import InputError
-from casebase.ingest.dicom import (
+from casebase.imaging.dicom import (
     DicomRecord,
     dicom_to_image,
     iter_dicom_files,

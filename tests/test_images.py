@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from casebase.errors import InputError
-from casebase.ingest.images import has_dicom_preamble, load_image, sha256_file, to_uint8
+from casebase.imaging.images import has_dicom_preamble, load_image, sha256_file, to_uint8
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COVID = DATA / "covid_cxr" / "images"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from casebase.errors import InputError
-from casebase.ingest.values import (
+from casebase.imaging.values import (
     DatePrecision,
     Modality,
     PartialDate,

@@ -9,7 +9,7 @@ from casebase.ingest.studies import Plan, Reject, plan_rows
 
 
 def plan_dicom_folder(folder: str | Path) -> Plan:
-    from casebase.ingest.dicom import read_dicom_folder
+    from casebase.imaging.dicom import read_dicom_folder
 
     found = read_dicom_folder(folder)
     root = Path(folder)

@@ -244,7 +244,7 @@ class _BatchRun:
             self._writer.shutdown(wait=True)
 
     def _skip_existing(self) -> list[StudyInput]:
-        from casebase.ingest.images import sha256_file
+        from casebase.imaging.images import sha256_file
 
         todo: list[StudyInput] = []
         for start in range(0, len(self.studies), 5000):
@@ -334,7 +334,7 @@ class _BatchRun:
         self.ready.append(self._prepare(study, results))
 
     def _prepare(self, study: StudyInput, results: dict) -> load.PreparedStudy:
-        from casebase.ingest.values import patient_key
+        from casebase.imaging.values import patient_key
 
         images = []
         for img in study.images:

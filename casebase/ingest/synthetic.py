@@ -70,7 +70,7 @@ def _mod_p(modalities: tuple[str, ...]) -> list[float]:
 
 
 def prepared(data: SyntheticSet, i: int, salt: str) -> load.PreparedStudy:
-    from casebase.ingest.values import patient_key
+    from casebase.imaging.values import patient_key
 
     study = StudyInput(
         study_id=data.study_ids[i],

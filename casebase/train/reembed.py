@@ -144,7 +144,7 @@ WHERE e.space_id = %(src)s {batches}
 
 def _load_row(row: tuple) -> Any:
     """Decode worker: a page row → its image (module level, so it pickles)."""
-    from casebase.ingest.images import load_image
+    from casebase.imaging.images import load_image
 
     return load_image(row[-1])
 

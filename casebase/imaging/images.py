@@ -1,7 +1,7 @@
 """Decode any supported image file into an RGB :class:`PIL.Image.Image`.
 
 One entry point, :func:`load_image`, for JPEG, PNG, TIFF, BMP (8- or 16-bit; grey, RGB,
-RGBA, palette) and DICOM (dispatched to :mod:`casebase.ingest.dicom`). It is a module-level
+RGBA, palette) and DICOM (dispatched to :mod:`casebase.imaging.dicom`). It is a module-level
 function with no state, so it pickles into DataLoader worker processes. Every failure is an
 :class:`~casebase.errors.InputError` with a one-line reason that goes to the rejects table:
 
@@ -201,7 +201,7 @@ def load_image(
 
     if _is_dicom(path, data):
         try:
-            from casebase.ingest import dicom
+            from casebase.imaging import dicom
         except ImportError as exc:  # pydicom is the optional `dicom` extra
             raise ConfigError(
                 f"reading DICOM needs pydicom: pip install 'casebase[dicom]' ({exc})"

@@ -38,8 +38,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from casebase.errors import InputError
-from casebase.ingest import values
-from casebase.ingest.images import has_dicom_preamble, to_uint8
+from casebase.imaging import values
+from casebase.imaging.images import has_dicom_preamble, to_uint8
 
 __all__ = [
     "DicomFolder",
@@ -64,10 +64,10 @@ _DESCRIPTION_TAGS = ("StudyDescription", "SeriesDescription", "ProtocolName")
 
 @dataclass(frozen=True)
 class DicomRecord:
-    """One DICOM image's metadata, normalised with :mod:`casebase.ingest.values`.
+    """One DICOM image's metadata, normalised with :mod:`casebase.imaging.values`.
 
     ``patient_id`` and ``accession`` are raw identifiers: they belong only in the restricted
-    raw table (the shared views carry :func:`~casebase.ingest.values.patient_key` instead).
+    raw table (the shared views carry :func:`~casebase.imaging.values.patient_key` instead).
     """
 
     path: Path
