@@ -244,7 +244,7 @@ class _BatchRun:
             self._writer.shutdown(wait=True)
 
     def _skip_existing(self) -> list[StudyInput]:
-        from casebase.imaging.images import sha256_file
+        from casebase.imaging.files import sha256_file
 
         todo: list[StudyInput] = []
         for start in range(0, len(self.studies), 5000):
