@@ -12,10 +12,7 @@ import pytest
 from casebase.errors import InputError
 from casebase.imaging.values import (
     DatePrecision,
-    Modality,
     PartialDate,
-    Sex,
-    View,
     normalise_modality,
     normalise_view,
     parse_age,
@@ -26,6 +23,7 @@ from casebase.imaging.values import (
     patient_key,
     view_flags,
 )
+from casebase.imaging.vocabulary import Modality, Sex, View
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -6,3 +6,25 @@ that ingest, retrieval, training and the database schema can all use it without 
 each other. Importing this package is cheap: numpy, Pillow and pydicom are loaded by the
 submodules that need them.
 """
+
+from casebase.imaging.vocabulary import (
+    FLAG_PATTERN,
+    MAX_AGE_YEARS,
+    MODALITY_CODE_PATTERN,
+    STATUSES,
+    Modality,
+    Sex,
+    Status,
+    View,
+)
+
+__all__ = [
+    "FLAG_PATTERN",
+    "MAX_AGE_YEARS",
+    "MODALITY_CODE_PATTERN",
+    "STATUSES",
+    "Modality",
+    "Sex",
+    "Status",
+    "View",
+]
