@@ -5,7 +5,7 @@ The loss is open_clip's ``SigLipLoss`` with same-text pairs as positives (see
 
 The run: a held-out split by patient (``data.split_by_patient``); after every
 epoch, exact kNN precision@k on the held-out images (``data.precision_at_k``);
-the best epoch is the checkpoint (``checkpoint.write_checkpoint``), early
+the best epoch is the checkpoint (``casebase.embedding.checkpoint.write_checkpoint``), early
 stopping after ``patience`` epochs without improvement, a wall-clock budget
 (``max_minutes``), ``out/last.pt`` after every epoch so a re-run resumes, and
 a non-finite loss stops the run with the last good checkpoint kept.
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from casebase.embedding.checkpoint import MODEL_FILE, write_checkpoint, write_config
 from casebase.errors import CasebaseError, InputError
 from casebase.train import checkpoint as ck
 from casebase.train.data import (
@@ -274,10 +275,10 @@ def train(
         elif partial or (deadline is not None and time.monotonic() >= deadline):
             stopped = "time budget"
     if run.sha is not None:
-        ck.write_config(out, start.config, {**provenance, **run.provenance()}, run.sha)
+        write_config(out, start.config, {**provenance, **run.provenance()}, run.sha)
     return TrainResult(
         out=str(out),
-        checkpoint=str(out / ck.MODEL_FILE) if run.sha else None,
+        checkpoint=str(out / MODEL_FILE) if run.sha else None,
         sha256=run.sha,
         space=sp.name,
         base=start.name,
@@ -442,7 +443,7 @@ class _Run:
 
     def _diverged(self, epoch: int, loss: float, lr: float) -> None:
         kept = (
-            f"the last good checkpoint {self.out / ck.MODEL_FILE} (epoch {self.best_epoch},"
+            f"the last good checkpoint {self.out / MODEL_FILE} (epoch {self.best_epoch},"
             f" held-out P@{self.k} {self.best:.3f}) is kept"
             if self.sha
             else "no checkpoint had been written yet"
@@ -514,7 +515,7 @@ class _Run:
         self.epoch = epoch
         if precision > self.best:
             self.best, self.best_epoch, self.stale = precision, epoch, 0
-            _, self.sha = ck.write_checkpoint(
+            _, self.sha = write_checkpoint(
                 self.out, self.model, self.start.config, {**provenance, **self.provenance()}
             )
         else:
