@@ -25,6 +25,7 @@ import numpy as np
 
 from casebase.embedding.checkpoint import MODEL_FILE, write_checkpoint, write_config
 from casebase.errors import CasebaseError, InputError
+from casebase.progress import progress_bar
 from casebase.train import checkpoint as ck
 from casebase.train.data import (
     Pair,
@@ -386,7 +387,9 @@ class _Run:
                 drop_last=len(ordered) > batch_size,
                 pin_memory=self.device.startswith("cuda"),
             )
-            bar = _bar(len(loader), f"epoch {epoch}", self.progress)
+            bar = progress_bar(
+                len(loader), desc=f"epoch {epoch}", unit="batch", enabled=self.progress, leave=False
+            )
             self.model.train()
             losses, partial, dropped = [], False, 0
             try:
@@ -401,15 +404,13 @@ class _Run:
                         self._diverged(epoch, loss, lr)
                     losses.append(loss)
                     self.step += 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{loss:.4f}")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
                     if deadline is not None and time.monotonic() >= deadline:
                         partial = True
                         break
             finally:
-                if bar is not None:
-                    bar.close()
+                bar.close()
         if dropped:
             log.warning("epoch %d: %d images could not be read and were skipped", epoch, dropped)
         return (float(np.mean(losses)) if losses else float("nan")), partial
@@ -546,18 +547,3 @@ class _Run:
                 "optimizer": self.opt.state_dict(),
             },
         )
-
-
-def _bar(total: int, desc: str, enabled: bool | None):
-    if enabled is False or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit="batch",
-        disable=None if enabled is None else False,
-        dynamic_ncols=True,
-        leave=False,
-    )
