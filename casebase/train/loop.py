@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from casebase.embedding.checkpoint import MODEL_FILE, write_checkpoint, write_config
+from casebase.embedding.workers import worker_init
 from casebase.errors import CasebaseError, InputError
 from casebase.progress import progress_bar
 from casebase.train import checkpoint as ck
@@ -386,6 +387,7 @@ class _Run:
                 collate_fn=collate,
                 drop_last=len(ordered) > batch_size,
                 pin_memory=self.device.startswith("cuda"),
+                worker_init_fn=worker_init(),  # workers die with this process
             )
             bar = progress_bar(
                 len(loader), desc=f"epoch {epoch}", unit="batch", enabled=self.progress, leave=False
@@ -470,6 +472,7 @@ class _Run:
             shuffle=False,
             num_workers=self.workers,
             collate_fn=collate,
+            worker_init_fn=worker_init(),
         )
         self.model.eval()
         vectors, kept = [], []
