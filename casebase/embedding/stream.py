@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -20,10 +20,7 @@ from casebase.embedding.messages import one_line
 from casebase.embedding.workers import default_workers, worker_init
 from casebase.errors import InputError
 
-if TYPE_CHECKING:
-    from casebase.embedding.encoder import Encoder, Preprocess
-
-__all__ = ["embed_stream"]
+__all__ = ["Embedder", "embed_stream"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,8 +31,18 @@ T = TypeVar("T")
 _DECODE_SECONDS_PER_IMAGE = 0.002
 
 
+class Embedder(Protocol):
+    """What streaming needs of an ``Encoder`` (so that this module need not import it)."""
+
+    device: str
+    spec: Any  # a SpaceSpec: .dim and .image_size are used
+    preprocess: Callable[[Any], Any]
+
+    def encode_images(self, batch: Any) -> np.ndarray: ...
+
+
 def embed_stream(
-    encoder: Encoder,
+    encoder: Embedder,
     items: Iterable[T],
     load: Callable[[T], Any],
     *,
@@ -99,7 +106,7 @@ def embed_stream(
 
 
 @contextlib.contextmanager
-def _cpu_threads_for_stream(encoder: Encoder, workers: int) -> Iterator[None]:
+def _cpu_threads_for_stream(encoder: Embedder, workers: int) -> Iterator[None]:
     """One intra-op thread for a model much cheaper than decoding, while streaming.
 
     On CPU, a model that embeds an image in well under the time a decode worker
@@ -150,7 +157,7 @@ class _StreamDataset:
         self,
         items: list[Any],
         load: Callable[[Any], Any],
-        preprocess: Preprocess,
+        preprocess: Callable[[Any], Any],
         with_extra: bool = False,
     ) -> None:
         self.items, self.load, self.preprocess = items, load, preprocess
