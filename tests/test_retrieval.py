@@ -34,7 +34,7 @@ def conn(db_url, data):
 def brute_force(
     data, q, k, *, modality, sex=None, age=None, exclude_flags=(), patient=None, exclude_id=None
 ):
-    from casebase.ingest.values import patient_key
+    from casebase.imaging.values import patient_key
 
     mask = np.array([m == modality for m in data.modality])
     if sex:
@@ -143,7 +143,7 @@ def test_modality_isolation(conn, data):
 
 
 def test_study_query_excludes_itself_and_its_patient(conn, data):
-    from casebase.ingest.values import patient_key  # noqa: F401
+    from casebase.imaging.values import patient_key  # noqa: F401
 
     i = next(i for i in range(N) if data.modality[i] == "CXR")
     hits = search_study(conn, data.study_ids[i], k=30, filters=Filters(), space=None, exact=True)

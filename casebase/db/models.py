@@ -36,6 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 
+from casebase.imaging.vocabulary import MAX_AGE_YEARS, Sex, Status
+
 SCHEMA = "casebase"
 
 NAMING_CONVENTION = {
@@ -59,8 +61,15 @@ def include_name(name: str | None, type_: str, parent_names) -> bool:
     return not (type_ == "table" and name and LEAF_PARTITION.match(name))
 
 
-SEXES = ("F", "M", "O")
-STATUSES = ("present", "uncertain", "absent")
+def _one_of(column: str, values: list[str]) -> str:
+    """A CHECK clause from the vocabulary, e.g. ``sex IN ('F', 'M', 'O')``.
+
+    The values are the Python enum's (imaging/vocabulary.py), our own constants, so
+    quoting them is safe. A value added there needs a migration too: tests/test_vocabulary.py
+    fails until the migrated database agrees.
+    """
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
 
 
 def _created() -> Column:
@@ -118,8 +127,8 @@ study = Table(
     Column("content_sha256", Text, nullable=False),
     Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     _created(),
-    CheckConstraint("age >= 0 AND age <= 130", name="age"),
-    CheckConstraint("sex IN ('F', 'M', 'O')", name="sex"),
+    CheckConstraint(f"age >= 0 AND age <= {MAX_AGE_YEARS:g}", name="age"),
+    CheckConstraint(_one_of("sex", sorted(Sex)), name="sex"),
     Index(None, "patient_key"),
     Index(None, "batch"),
     Index(None, "modality", "study_date"),
@@ -189,7 +198,7 @@ finding = Table(
     Column("evidence", Text, nullable=True),
     Column("location", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     PrimaryKeyConstraint("study_pk", "finding", "backend"),
-    CheckConstraint("status IN ('present', 'uncertain', 'absent')", name="status"),
+    CheckConstraint(_one_of("status", list(Status)), name="status"),
     Index(None, "finding", "status"),
 )
 

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from psycopg.types.json import Jsonb
 
+from casebase.db import bulk
 from casebase.db import spaces as db_spaces
+from casebase.db.bulk import copy_rows
 from casebase.db.spaces import Space
 from casebase.errors import IngestError
 from casebase.ingest.studies import Reject, StudyInput
@@ -118,14 +120,6 @@ def _allocate(conn, table: str, column: str, n: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _copy(conn, table: str, columns: Sequence[str], types: Sequence[str], rows) -> None:
-    sql = f"COPY casebase.{table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    with conn.cursor() as cur, cur.copy(sql) as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
-
-
 def write_rejects(conn, batch: str, rejects: Sequence[Reject]) -> None:
     if not rejects:
         return
@@ -224,115 +218,12 @@ def write_chunk(
                     np.asarray(img.vector, dtype=np.float32),
                 )
             )
-    _copy(
-        conn,
-        "study",
-        (
-            "study_pk",
-            "study_id",
-            "patient_key",
-            "modality",
-            "body_part",
-            "view",
-            "age",
-            "sex",
-            "study_date",
-            "flags",
-            "batch",
-            "content_sha256",
-            "attributes",
-        ),
-        (
-            "int8",
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "float4",
-            "text",
-            "date",
-            "text[]",
-            "text",
-            "text",
-            "jsonb",
-        ),
-        study_rows,
-    )
-    _copy(
-        conn,
-        "image",
-        (
-            "image_pk",
-            "study_pk",
-            "uri",
-            "sha256",
-            "size_bytes",
-            "width",
-            "height",
-            "view",
-            "flags",
-            "quality",
-        ),
-        ("int8", "int8", "text", "text", "int8", "int4", "int4", "text", "text[]", "jsonb"),
-        image_rows,
-    )
-    _copy(
-        conn,
-        "report",
-        ("study_pk", "findings", "impression", "removed"),
-        ("int8", "text", "text", "text[]"),
-        report_rows,
-    )
-    _copy(
-        conn,
-        "report_raw",
-        ("study_pk", "raw_text", "accession"),
-        ("int8", "text", "text"),
-        raw_rows,
-    )
-    _copy(
-        conn,
-        "finding",
-        ("study_pk", "finding", "status", "backend", "version", "evidence", "location"),
-        ("int8", "text", "text", "text", "text", "text", "jsonb"),
-        finding_rows,
-    )
-    _copy(
-        conn,
-        "embedding",
-        (
-            "space_id",
-            "modality",
-            "image_pk",
-            "study_pk",
-            "study_id",
-            "patient_key",
-            "age",
-            "sex",
-            "view",
-            "flags",
-            "study_date",
-            "batch",
-            "vec",
-        ),
-        (
-            "int2",
-            "text",
-            "int8",
-            "int8",
-            "text",
-            "text",
-            "float4",
-            "text",
-            "text",
-            "text[]",
-            "date",
-            "text",
-            "vector",
-        ),
-        vector_rows,
-    )
+    copy_rows(conn, bulk.STUDY_ROWS, study_rows)
+    copy_rows(conn, bulk.IMAGE_ROWS, image_rows)
+    copy_rows(conn, bulk.REPORT_ROWS, report_rows)
+    copy_rows(conn, bulk.REPORT_RAW_ROWS, raw_rows)
+    copy_rows(conn, bulk.FINDING_ROWS, finding_rows)
+    copy_rows(conn, bulk.EMBEDDING_ROWS, vector_rows)
     write_rejects(conn, batch, rejects)
     # Rows that load now are no longer rejects of this batch (e.g. a fixed file re-run).
     loaded_rows = [(img.source, img.row_ref) for p in studies for img in p.study.images]

@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
+from casebase.imaging.vocabulary import Sex
 from casebase.retrieval.hits import Hit
 
 
@@ -16,7 +17,7 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     query.add_argument("--text", help="a text query, e.g. 'left pleural effusion'")
     p.add_argument("-k", type=int, default=20, help="number of studies (default 20)")
     p.add_argument("--modality", help="CXR, KXR, CT, ... (the partition searched)")
-    p.add_argument("--sex", choices=["F", "M", "O"])
+    p.add_argument("--sex", choices=sorted(Sex))
     p.add_argument("--age", help="age range in years, e.g. 40-60, 65-, -18")
     p.add_argument("--view", action="append", help="only these views (repeatable), e.g. PA")
     p.add_argument("--exclude-flag", action="append", default=[], help="e.g. portable")

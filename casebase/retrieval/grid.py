@@ -43,7 +43,7 @@ def _open(path: str | None):
     if not path:
         return None
     from casebase.errors import InputError
-    from casebase.ingest.images import load_image
+    from casebase.imaging.images import load_image
 
     try:
         return load_image(Path(path))

@@ -35,7 +35,9 @@ from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
-PRESENT, UNCERTAIN, ABSENT = "present", "uncertain", "absent"
+from casebase.imaging.vocabulary import Status
+
+PRESENT, UNCERTAIN, ABSENT = Status.PRESENT.value, Status.UNCERTAIN.value, Status.ABSENT.value
 
 FORWARD, BACKWARD, BOTH = "forward", "backward", "both"
 

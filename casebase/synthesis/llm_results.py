@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-STATUSES = ("present", "uncertain", "absent")
+from casebase.imaging.vocabulary import STATUSES
 
 
 @dataclass(frozen=True)

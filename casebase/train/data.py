@@ -202,7 +202,7 @@ class PairImages:
         return len(self.uris)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from casebase.ingest.images import load_image
+        from casebase.imaging.images import load_image
 
         try:
             return self.transform(load_image(self.uris[index])), index

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from casebase.imaging.vocabulary import Modality
+
 __all__ = [
     "BURNED_IN_TEXT_MIN",
     "LOW_CONTRAST_RANGE",
@@ -68,7 +70,7 @@ TEXT_BRIGHT_MIN = 150.0
 TEXT_DENSITY_SCALE = 0.00065
 
 #: Modalities for which text_likelihood is meaningful (projection radiographs).
-_RADIOGRAPH_MODALITIES = frozenset({"CXR", "KXR", "XR", "MG"})
+_RADIOGRAPH_MODALITIES = frozenset({Modality.CXR, Modality.KXR, Modality.XR, Modality.MG})
 
 
 @dataclass(frozen=True)

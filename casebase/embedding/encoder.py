@@ -13,43 +13,25 @@ Which model ``load_encoder`` loads:
 - an open_clip architecture plus a pretrained tag
   (``load_encoder("ViT-B-32", pretrained="laion2b_s34b_b79k")``);
 - a local checkpoint (``checkpoint="run/model.pt"``) with a JSON config beside
-  it, same stem (``run/model.json``), as ``casebase train`` writes it::
-
-      {
-        "model_name": "ViT-B-32",       # an open_clip architecture, or instead:
-        "model_cfg": {...},             #   a full open_clip config (embed_dim, vision_cfg,
-                                        #   text_cfg), for architectures open_clip lacks
-        "image_size": 224,              # must equal the architecture's image size
-        "quick_gelu": true,             # optional; true for models from OpenAI weights
-        "preprocess_cfg": {             # optional open_clip preprocessing overrides
-          "mean": [0.481, 0.458, 0.408], "std": [0.269, 0.261, 0.276],
-          "interpolation": "bicubic", "resize_mode": "shortest"},
-        "base": "clip-vit-b-32",        # what it was fine-tuned from (provenance only)
-        "sha256": "<sha256 of model.pt>"  # required; checked at load, names the space
-      }
-
-  The ``.pt`` file holds ``model.state_dict()`` (optionally under a
-  ``"state_dict"`` key); it is loaded with ``weights_only=True`` and must match
-  the architecture exactly (no silent position-embedding resizing).
+  it, same stem (``run/model.json``), as ``casebase train`` writes it (the format is
+  documented in :mod:`casebase.embedding.checkpoint`).
 
 There are no silent fallbacks: weights that cannot be loaded (no network and
 not cached, unknown name, missing or mismatching checkpoint) raise
 ``ModelError`` with a one-line fix; random weights are only ever used by
 ``tiny-random`` or with the explicit ``allow_random_weights=True`` (timing
 benchmarks), and both log a WARNING. Weights already in the Hugging Face cache
-are used without any network call (see ``embedding_presets``).
+are used without any network call (see :mod:`casebase.embedding.weights`).
 
 torch and open_clip are imported lazily: the base install of casebase, which
 has neither, can import this module; using it then says which extra to install.
+Decoding in worker processes is :mod:`casebase.embedding.stream`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,26 +39,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from casebase import embedding_presets as _p
-from casebase.embedding_presets import PRESETS, Preset
+from casebase.embedding import stream
+from casebase.embedding.build import build_from_checkpoint, build_named
+from casebase.embedding.messages import EMBED_EXTRA_HINT, FIX_HINT
+from casebase.embedding.presets import image_size
 from casebase.errors import ConfigError, InputError, ModelError
 
-__all__ = [
-    "PRESETS",
-    "Encoder",
-    "Preprocess",
-    "Preset",
-    "SpaceSpec",
-    "default_workers",
-    "load_encoder",
-]
+__all__ = ["Encoder", "Preprocess", "SpaceSpec", "load_encoder"]
 
 logger = logging.getLogger(__name__)
-_WORKER_NICENESS = 10
-#: About the least CPU time a decode worker spends on one image (read, decode, resize):
-#: a model faster than this per image, times the workers, runs single-threaded in
-#: ``embed_stream`` (see ``Encoder._cpu_threads_for_stream``).
-_DECODE_SECONDS_PER_IMAGE = 0.002
 T = TypeVar("T")
 
 _NORMS = {
@@ -148,21 +119,6 @@ def _grey_invariant(transform: Callable[[Any], Any]) -> bool:
     )
 
 
-def default_workers(device: str = "cpu") -> int:
-    """Decode workers for ``embed_stream`` (at most 8).
-
-    On a GPU host one core is left to the process feeding the GPU. On CPU there is one
-    per core: the workers run at a lower priority than the model (``_yield_to_model``),
-    so they take the cores only when the model leaves them idle, and a model cheaper
-    than decoding (tiny-random) then has every core decoding for it.
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus if device == "cpu" else cpus - 1))
-
-
 class Encoder:
     """A loaded model, its preprocessing and its ``SpaceSpec``. Use ``load_encoder``."""
 
@@ -220,7 +176,7 @@ class Encoder:
             except Exception as exc:
                 raise ModelError(
                     f"cannot load the tokenizer of {self.spec.name} "
-                    f"({type(exc).__name__}: {exc}): {_p.FIX_HINT}"
+                    f"({type(exc).__name__}: {exc}): {FIX_HINT}"
                 ) from exc
         if not texts:
             return np.empty((0, self.spec.dim), np.float32)
@@ -240,145 +196,18 @@ class Encoder:
     ) -> Iterator[tuple[list[Any], np.ndarray, list[tuple[T, str]]]]:
         """Decode + preprocess in worker processes, embed here; batches in input order.
 
-        With ``with_extra=True``, ``load`` returns ``(image, extra)`` and ``ok_items``
-        holds ``(item, extra)`` pairs: what the worker measured while it had the
-        pixels (hashes, quality statistics) comes back without decoding twice.
-
-        Yields ``(ok_items, vectors, failed)`` per batch: ``vectors[i]`` belongs
-        to ``ok_items[i]``; ``failed`` lists ``(item, one-line reason)`` for items
-        whose ``load`` or preprocessing raised (InputError, PIL errors, ...).
-        A bad item never stops the stream. ``load`` must be picklable (a
-        module-level function) when ``workers > 0``. ``items`` is materialised
-        as a list (workers index into it; items should be small, e.g. rows).
-        ``progress`` is called with the number of items finished per batch.
-
-        Workers assemble whole batches, so one tensor per batch crosses process
-        boundaries, and DataLoader keeps ``prefetch_factor`` batches per worker
-        ready so the model never waits on decoding.
+        Yields ``(ok_items, vectors, failed)`` per batch; see
+        :func:`casebase.embedding.stream.embed_stream` for the contract.
         """
-        from torch.utils.data import DataLoader
-
-        items = list(items)
-        if not items:
-            return
-        workers = default_workers(self.device) if workers is None else workers
-        if workers < 0 or batch_size < 1:
-            raise InputError(f"need workers >= 0 and batch_size >= 1, got {workers}, {batch_size}")
-        loader = DataLoader(
-            _StreamDataset(items, load, self.preprocess, with_extra),  # type: ignore[arg-type]
+        return stream.embed_stream(
+            self,
+            items,
+            load,
             batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=self.device.startswith("cuda"),
-            prefetch_factor=4 if workers else None,
-            worker_init_fn=_yield_to_model if self.device == "cpu" else None,
+            workers=workers,
+            progress=progress,
+            with_extra=with_extra,
         )
-        batches = iter(loader)  # workers start decoding while the probe below runs
-        with self._cpu_threads_for_stream(workers):
-            for ok_idx, batch, failed_idx, extras in batches:
-                vectors = (
-                    self.encode_images(batch)
-                    if batch is not None
-                    else np.empty((0, self.spec.dim), np.float32)
-                )
-                failed = [(items[i], reason) for i, reason in failed_idx]
-                for item, reason in failed:
-                    logger.debug("cannot embed %r: %s", item, reason)
-                if progress is not None:
-                    progress(len(ok_idx) + len(failed))
-                ok = [items[i] for i in ok_idx]
-                yield (list(zip(ok, extras, strict=True)) if with_extra else ok), vectors, failed
-
-    @contextlib.contextmanager
-    def _cpu_threads_for_stream(self, workers: int) -> Iterator[None]:
-        """One intra-op thread for a model much cheaper than decoding, while streaming.
-
-        On CPU, a model that embeds an image in well under the time a decode worker
-        needs for it (tiny-random: ~0.1 ms against ~5 ms) is never the bottleneck of
-        ``embed_stream``; with several intra-op threads it only spins at each op's
-        barrier while the workers hold the cores, and that spinning takes their CPU.
-        A single-threaded probe on blank images decides; larger models keep torch's
-        threads. The vectors are the same bit for bit on one thread or several (tested
-        for tiny-random, and checked for ViT-B-32); the probe's are thrown away.
-        """
-        import torch
-
-        threads = torch.get_num_threads()
-        if self.device != "cpu" or workers == 0 or threads == 1:
-            yield
-            return
-        size = self.spec.image_size
-        torch.set_num_threads(1)
-        cheap = False
-        try:
-            # One image twice (the first call also warms the model up): a large model
-            # shows itself at once (~0.1 s for a ViT-B); then 16, as one image is
-            # mostly per-call overhead for a small model.
-            for n, too_slow in ((1, 0.1), (1, 10 * _DECODE_SECONDS_PER_IMAGE), (16, None)):
-                start = time.thread_time()  # CPU time: other jobs on the host do not count
-                self.encode_images(torch.zeros(n, 3, size, size))
-                per_image = (time.thread_time() - start) / n
-                if too_slow is not None and per_image > too_slow:
-                    break
-            else:
-                cheap = per_image * workers < _DECODE_SECONDS_PER_IMAGE
-        finally:
-            if not cheap:
-                torch.set_num_threads(threads)
-        if cheap:
-            logger.debug("model is cheaper than decoding: 1 intra-op thread while streaming")
-        try:
-            yield
-        finally:
-            if cheap:
-                torch.set_num_threads(threads)
-
-
-def _yield_to_model(worker_id: int) -> None:
-    """On a CPU-only machine, decode workers run at lower priority than the model.
-
-    torch's intra-op threads wait for each other at the end of every op, so a
-    decode worker that pre-empts one of them stalls them all. Decoding needs a
-    few percent of the CPU and DataLoader keeps batches prefetched, so workers
-    can run in the gaps. Not done on GPU hosts, where the CPU is the workers'.
-    """
-    with contextlib.suppress(AttributeError, OSError):  # no os.nice on Windows
-        os.nice(_WORKER_NICENESS)
-
-
-class _StreamDataset:
-    """Map-style dataset (no torch import needed): index → (index, tensor | None, reason)."""
-
-    def __init__(
-        self,
-        items: list[Any],
-        load: Callable[[Any], Any],
-        preprocess: Preprocess,
-        with_extra: bool = False,
-    ) -> None:
-        self.items, self.load, self.preprocess = items, load, preprocess
-        self.with_extra = with_extra
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[int, Any, str | None, Any]:
-        try:
-            loaded = self.load(self.items[index])
-            image, extra = loaded if self.with_extra else (loaded, None)
-            return index, self.preprocess(image), None, extra
-        except Exception as exc:  # one bad image must not stop the batch
-            return index, None, _p.one_line(exc), None
-
-
-def _collate(samples: list[tuple[int, Any, str | None, Any]]) -> tuple[list[int], Any, list, list]:
-    import torch
-
-    ok = [(i, t, x) for i, t, err, x in samples if err is None]
-    failed = [(i, err) for i, _, err, _ in samples if err is not None]
-    batch = torch.stack([t for _, t, _ in ok]) if ok else None
-    return [i for i, _, _ in ok], batch, failed, [x for _, _, x in ok]
 
 
 def _chunks(seq: list[T], size: int) -> Iterator[list[T]]:
@@ -410,7 +239,7 @@ def load_encoder(
         import torch
     except ImportError as exc:
         raise ModelError(
-            f"embedding needs torch and open_clip ({exc.name} is missing): {_p.EMBED_EXTRA_HINT}"
+            f"embedding needs torch and open_clip ({exc.name} is missing): {EMBED_EXTRA_HINT}"
         ) from exc
     if (model is None and checkpoint is None) or device is None:
         from casebase.config import load_settings
@@ -423,10 +252,10 @@ def load_encoder(
     if checkpoint is not None:
         if model is not None:
             raise ModelError("pass either a model or a checkpoint, not both")
-        net, spec, arch = _p.build_from_checkpoint(open_clip, Path(checkpoint))
+        net, spec, arch = build_from_checkpoint(open_clip, Path(checkpoint))
     else:
         assert model is not None
-        net, spec, arch = _p.build_named(open_clip, model, pretrained, allow_random_weights)
+        net, spec, arch = build_named(open_clip, model, pretrained, allow_random_weights)
 
     net = net.to(device).eval()
     from open_clip.transform import PreprocessCfg, image_transform_v2
@@ -442,7 +271,7 @@ def load_encoder(
         pretrained=spec["pretrained"],
         checkpoint_sha256=spec["sha256"],
         dim=_embed_dim(net),
-        image_size=_p.image_size(pp["size"]),
+        image_size=image_size(pp["size"]),
         preprocess=_describe(pp),
     )
     logger.info("loaded %s (%s, dim %d) on %s", spec.name, spec.preprocess, spec.dim, device)
@@ -469,7 +298,7 @@ def _embed_dim(net: Any) -> int:
         import torch
 
         with torch.inference_mode():
-            size = _p.image_size(net.visual.preprocess_cfg["size"])
+            size = image_size(net.visual.preprocess_cfg["size"])
             dim = net.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
     return int(dim)
 

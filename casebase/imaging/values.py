@@ -7,8 +7,9 @@ I/O) and raise :class:`casebase.errors.InputError` with a one-line reason when a
 present but cannot be right, so that the row goes to the rejects table with that reason.
 Missing values (``None``, ``""``, NaN, DICOM "unknown") are ``None``, never an error.
 
-Coded vocabularies are :class:`enum.StrEnum` members; the functions return their ``str``
-values so that callers can store them directly.
+Coded vocabularies are the :class:`enum.StrEnum` members of
+:mod:`casebase.imaging.vocabulary`; the functions return their ``str`` values so that
+callers can store them directly.
 """
 
 from __future__ import annotations
@@ -23,14 +24,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from casebase.errors import InputError
+from casebase.imaging.vocabulary import FLAG_PATTERN, MAX_AGE_YEARS, Modality, Sex, View
 
 __all__ = [
-    "MAX_AGE_YEARS",
     "DatePrecision",
-    "Modality",
     "PartialDate",
-    "Sex",
-    "View",
     "normalise_modality",
     "normalise_view",
     "parse_age",
@@ -43,9 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Oldest plausible age in years; anything above is a data-entry error, not a patient.
-MAX_AGE_YEARS = 130.0
 
 _DAYS_PER_YEAR = 365.25
 
@@ -103,14 +98,6 @@ def parse_age(value: object) -> float | None:
 # --------------------------------------------------------------------------------------- sex
 
 
-class Sex(StrEnum):
-    """DICOM Patient's Sex (0010,0040): M, F, O (other). Unknown is stored as NULL."""
-
-    MALE = "M"
-    FEMALE = "F"
-    OTHER = "O"
-
-
 _SEX_WORDS = {
     "M": Sex.MALE, "MALE": Sex.MALE, "MAN": Sex.MALE, "BOY": Sex.MALE,
     "F": Sex.FEMALE, "FEMALE": Sex.FEMALE, "WOMAN": Sex.FEMALE, "GIRL": Sex.FEMALE,
@@ -138,25 +125,6 @@ def parse_sex(value: object) -> str | None:
 
 
 # ---------------------------------------------------------------------------------- modality
-
-
-class Modality(StrEnum):
-    """The modality vocabulary of casebase: one embedding partition per value.
-
-    Radiographs are split by body part because a chest and a knee film must never be
-    neighbours (seed 000, failure mode 4); other modalities keep their DICOM code.
-    """
-
-    CXR = "CXR"  # chest radiograph (CR/DX/DR + chest, thorax, lung)
-    KXR = "KXR"  # knee radiograph
-    XR = "XR"  # any other radiograph, or one whose body part is not recorded
-    CT = "CT"
-    MR = "MR"
-    US = "US"
-    MG = "MG"  # mammography
-    NM = "NM"  # nuclear medicine
-    PT = "PT"  # PET
-    XA = "XA"  # angiography / fluoroscopy
 
 
 # Lower-case, punctuation-stripped modality text → radiograph (None) or a fixed modality.
@@ -213,22 +181,6 @@ def normalise_modality(
 
 
 # -------------------------------------------------------------------------------------- view
-
-
-class View(StrEnum):
-    """Projection / plane of an image. DICOM View Position terms and manifest words map here."""
-
-    PA = "PA"
-    AP = "AP"
-    AP_SUPINE = "AP_SUPINE"  # bedside/portable film: different magnification and findings
-    LATERAL = "LATERAL"
-    DECUBITUS = "DECUBITUS"
-    OBLIQUE = "OBLIQUE"
-    AXIAL = "AXIAL"
-    CORONAL = "CORONAL"
-    SAGITTAL = "SAGITTAL"
-    CC = "CC"  # mammography cranio-caudal
-    MLO = "MLO"  # mammography medio-lateral oblique
 
 
 _VIEW_WORDS = {
@@ -413,8 +365,6 @@ def parse_date(value: object, *, strict: bool = False) -> dt.date | None:
 
 # ------------------------------------------------------------------------------------- flags
 
-_FLAG_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
 
 def parse_flags(value: str | None) -> tuple[str, ...]:
     """Flags from a ``;``-separated string, as sorted, unique lower-case snake tokens.
@@ -430,7 +380,7 @@ def parse_flags(value: str | None) -> tuple[str, ...]:
         token = re.sub(r"[\s\-/.]+", "_", raw.strip().lower()).strip("_")
         if not token:
             continue
-        if not _FLAG_RE.match(token):
+        if not FLAG_PATTERN.match(token):
             raise InputError(f"invalid flag '{raw.strip()}'")
         flags.add(token)
     return tuple(sorted(flags))
