@@ -15,16 +15,23 @@ def add_parser(sub) -> None:
     rel.add_argument("--findings", action="store_true", help="relevance = a shared finding")
     p.add_argument(
         "--match",
-        choices=["any", "exact"],
         default="any",
-        help="with --label: relevant if any ';'-separated value is shared, or if the "
-        "label sets are equal",
+        metavar="any|exact|within:N",
+        help="with --label: relevant if any ';'-separated value is shared, if the "
+        "label sets are equal, or if numeric labels (grades) are at most N apart",
     )
     p.add_argument("-k", default="5,10,20", help="comma-separated k values (default 5,10,20)")
     p.add_argument("--queries", type=int, default=200, help="number of query studies")
     p.add_argument("--modality", help="the modality to evaluate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--include-same-patient", action="store_true")
+    p.add_argument(
+        "--batch",
+        action="append",
+        dest="batches",
+        metavar="NAME",
+        help="queries and index: the studies of this ingest batch only (repeatable)",
+    )
     p.add_argument("--json", action="store_true")
 
 
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             exclude_same_patient=not args.include_same_patient,
             match=args.match,
+            batches=args.batches,
         )
     print(report.to_json() if args.json else report.render())
     return 0

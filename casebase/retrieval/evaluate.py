@@ -5,7 +5,14 @@ Three questions, answered on the same seeded sample of query studies:
 - label agreement: are the neighbours clinically alike? P@k and mAP@k where a
   neighbour is relevant when it shares a label (a manifest column) or a present
   finding (``casebase.findings``); queries exclude themselves and their patient;
+  for graded labels (a KL grade 0-4) ``match="within:1"`` counts a neighbour one
+  grade away as relevant too;
 - ANN quality: recall@k of the default search against ``exact=True``, same filters.
+
+``batches`` evaluates on some ingest batches only ("train on last year, evaluate on
+this month"): the queries are the studies of those batches, and the searched index is
+restricted to them by the search's own filter (``Filters.batches``, the SQL functions'
+``batches`` argument), so no hit can come from another batch.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -38,6 +46,7 @@ class EvalReport:
     latency_ms_p95: float
     per_label_precision: dict[str, dict[int, float]] = field(default_factory=dict)
     seed: int = 0
+    batches: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,9 +56,10 @@ class EvalReport:
 
     def render(self) -> str:
         ks = self.ks
+        where = f" of batch {', '.join(self.batches)}" if self.batches else ""
         lines = [
             f"space {self.space}, {self.modality}: {self.n_queries} queries over {self.n_index} "
-            f"studies; relevance = {self.relevance}; seed {self.seed}",
+            f"studies{where}; relevance = {self.relevance}; seed {self.seed}",
             f"round trip (own image first): {self.roundtrip_rate:.3f}",
             "k      " + "".join(f"{k:>8}" for k in ks),
             "P@k    " + "".join(f"{self.precision_at_k[k]:>8.3f}" for k in ks),
@@ -93,6 +103,39 @@ def _labels_by_findings(conn, space_id: int, modality: str) -> dict[str, set[str
     return dict(out)
 
 
+def relevance_rule(match: str) -> tuple[Callable[[set[str], set[str]], bool], str]:
+    """``match`` → (is b relevant to query a, how the report names it).
+
+    ``any``: a shared value (multi-label columns like ``a;b``); ``exact``: equal label
+    sets; ``within:N``: numeric labels (grades) at most N apart.
+    """
+    if match == "any":
+        return (lambda a, b: bool(a & b)), ""
+    if match == "exact":
+        return (lambda a, b: a == b), " (exact label set)"
+    head, _, tol = match.partition(":")
+    try:
+        tolerance = float(tol) if head == "within" else -1.0
+    except ValueError:
+        tolerance = -1.0
+    if tolerance < 0:
+        raise QueryError(f"match must be any, exact or within:N (N >= 0), got {match!r}")
+
+    def near(a: set[str], b: set[str]) -> bool:
+        return any(abs(x - y) <= tolerance for x in _numbers(a) for y in _numbers(b))
+
+    return near, f" (within {tol} grade{'s' if tolerance != 1 else ''})"
+
+
+def _numbers(values: set[str]) -> list[float]:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        raise QueryError(
+            f"match within:N needs numeric labels (grades), got {sorted(values)!r}"
+        ) from None
+
+
 def evaluate(
     conn,
     *,
@@ -105,38 +148,38 @@ def evaluate(
     seed: int = 0,
     exclude_same_patient: bool = True,
     match: str = "any",
+    batches: Sequence[str] | None = None,
 ) -> EvalReport:
-    """``match``: a neighbour is relevant when it shares ``any`` label value with the
-    query (multi-label columns like ``a;b``), or when its label set is ``exact``ly equal."""
+    """``match``: see :func:`relevance_rule`. ``batches``: queries and index are the
+    studies of these ingest batches only (the index through the search's own filter)."""
     from casebase.db.spaces import get_space
 
     if label and findings:
         raise QueryError("choose --label COLUMN or --findings, not both")
-    if match not in ("any", "exact"):
-        raise QueryError(f"match must be 'any' or 'exact', got {match!r}")
-
-    def relevant(a: set[str], b: set[str]) -> bool:
-        return a == b if match == "exact" else bool(a & b)
-
+    relevant, match_note = relevance_rule(match)
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] < 1:
         raise QueryError("k values must be positive")
+    batches = tuple(dict.fromkeys(batches)) if batches else None
     sp = get_space(conn, space)
-    modality = modality or _only_modality(conn, sp.space_id)
+    modality = modality or _only_modality(conn, sp.space_id, batches)
     studies = conn.execute(
         "SELECT DISTINCT ON (e.study_id) e.study_id, e.patient_key, e.vec "
         "FROM casebase.embedding e WHERE e.space_id = %s AND e.modality = %s "
+        "AND (%s::text[] IS NULL OR e.batch = ANY (%s::text[])) "
         "ORDER BY e.study_id, e.image_pk",
-        (sp.space_id, modality),
+        (sp.space_id, modality, batches and list(batches), batches and list(batches)),
     ).fetchall()
     kmax = ks[-1]
+    where = f" of batch {', '.join(batches)}" if batches else ""
     if len(studies) <= kmax:
         raise QueryError(
-            f"space {sp.name} has {len(studies)} {modality} studies; k={kmax} needs more than that"
+            f"space {sp.name} has {len(studies)} {modality} studies{where}; "
+            f"k={kmax} needs more than that"
         )
     if label:
         labels = _labels_by_column(conn, sp.space_id, modality, label)
-        relevance = f"label {label}" + (" (exact label set)" if match == "exact" else "")
+        relevance = f"label {label}{match_note}"
         if not labels:
             raise QueryError(f"no {modality} study in space {sp.name} has a {label!r} attribute")
     elif findings:
@@ -146,6 +189,11 @@ def evaluate(
     else:
         labels, relevance = {}, "none (round trip and ANN recall only)"
     conn.commit()
+    in_index = {s[0] for s in studies}
+    labels = {sid: values for sid, values in labels.items() if sid in in_index}
+    if (label or findings) and not labels:
+        what = f"a {label!r} attribute" if label else "extracted findings"
+        raise QueryError(f"no {modality} study{where} in space {sp.name} has {what}")
 
     rng = np.random.default_rng(seed)
     candidates = [s for s in studies if not labels or s[0] in labels]
@@ -167,12 +215,10 @@ def evaluate(
     latencies = []
     for idx in picks:
         study_id, patient, vec = candidates[int(idx)]
-        own = search_vector(
-            conn, vec, k=1, filters=Filters(modality=modality), space=sp.name, exact=False
-        )
+        flt = Filters(modality=modality, batches=batches)
+        own = search_vector(conn, vec, k=1, filters=flt, space=sp.name, exact=False)
         roundtrip += bool(own and own[0].study_id == study_id)
         excl = patient if exclude_same_patient else None
-        flt = Filters(modality=modality)
         start = time.perf_counter()
         hits = search_vector(
             conn,
@@ -237,15 +283,19 @@ def evaluate(
         latency_ms_p95=float(np.percentile(latencies, 95)) if latencies else float("nan"),
         per_label_precision={lab: mean(v) for lab, v in per_label.items() if len(v[ks[0]]) >= 5},
         seed=seed,
+        batches=batches,
     )
 
 
-def _only_modality(conn, space_id: int) -> str:
+def _only_modality(conn, space_id: int, batches: tuple[str, ...] | None) -> str:
     rows = conn.execute(
-        "SELECT DISTINCT modality FROM casebase.embedding WHERE space_id = %s ORDER BY 1",
-        (space_id,),
+        "SELECT DISTINCT modality FROM casebase.embedding WHERE space_id = %s "
+        "AND (%s::text[] IS NULL OR batch = ANY (%s::text[])) ORDER BY 1",
+        (space_id, batches and list(batches), batches and list(batches)),
     ).fetchall()
     if len(rows) == 1:
         return rows[0][0]
+    if not rows and batches:
+        raise QueryError(f"the space holds no image of batch {', '.join(batches)}")
     names = ", ".join(r[0] for r in rows) or "none"
     raise QueryError(f"choose a modality with --modality (this space holds {names})")
