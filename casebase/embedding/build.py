@@ -254,7 +254,7 @@ def build_from_checkpoint(open_clip: Any, path: Path) -> tuple[Any, dict[str, An
     check_state_dict(net, state, path)
     net.load_state_dict(state, strict=True)
     fields = _spec_fields(f"ckpt-{ck.sha256[:12]}", ck.model_name or arch, None)
-    return net, {**fields, "sha256": ck.sha256}, arch
+    return net, {**fields, "sha256": ck.sha256, "tta": ck.tta}, arch
 
 
 def _spec_fields(name: str, model_name: str, pretrained: str | None) -> dict[str, Any]:

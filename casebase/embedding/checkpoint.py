@@ -16,6 +16,8 @@ match the architecture exactly, no silent position-embedding resizing), and
         "mean": [0.481, 0.458, 0.408], "std": [0.269, 0.261, 0.276],
         "interpolation": "bicubic", "resize_mode": "shortest"},
       "base": "clip-vit-b-32",        # what it was fine-tuned from (provenance only)
+      "tta": "hflip",                 # optional: embed each image as the mean of it and
+                                      #   its mirror image (a model trained with flips)
       "sha256": "<sha256 of model.pt>"  # required; checked at load, names the space
     }
 
@@ -57,6 +59,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
+TTA_MODES = ("hflip",)
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
 
 
@@ -76,6 +79,7 @@ class CheckpointConfig:
     preprocess_cfg: dict[str, Any]
     base: str | None
     sha256: str
+    tta: str | None = None
 
 
 def read_checkpoint_config(checkpoint: Path) -> CheckpointConfig:
@@ -102,6 +106,11 @@ def read_checkpoint_config(checkpoint: Path) -> CheckpointConfig:
     missing = [key for key in ("image_size", "sha256") if key not in raw]
     if missing:
         raise ModelError(f"checkpoint config {config_path} lacks {', '.join(missing)}")
+    if raw.get("tta") not in (None, *TTA_MODES):
+        raise ModelError(
+            f"checkpoint config {config_path} has tta {raw['tta']!r}; known: "
+            f"{', '.join(TTA_MODES)} (or none)"
+        )
     actual = sha256_file(checkpoint)
     if str(raw["sha256"]).lower() != actual:
         raise ModelError(
@@ -118,6 +127,7 @@ def read_checkpoint_config(checkpoint: Path) -> CheckpointConfig:
         preprocess_cfg=dict(raw.get("preprocess_cfg") or {}),
         base=raw.get("base"),
         sha256=actual,
+        tta=raw.get("tta"),
     )
 
 
@@ -164,6 +174,7 @@ class ModelConfig:
     image_size: int
     quick_gelu: bool
     preprocess_cfg: dict[str, Any]
+    tta: str | None = None  # "hflip": embed as the mean of the image and its mirror
 
 
 def model_config(model: Any, arch: str) -> ModelConfig:
@@ -224,6 +235,7 @@ def write_config(out: Path, config: ModelConfig, provenance: dict[str, Any], sha
         "image_size": config.image_size,
         "quick_gelu": config.quick_gelu,
         "preprocess_cfg": config.preprocess_cfg,
+        **({"tta": config.tta} if config.tta else {}),
         **provenance,
         "sha256": sha,
     }

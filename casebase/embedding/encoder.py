@@ -45,7 +45,7 @@ from casebase.embedding.messages import EMBED_EXTRA_HINT, FIX_HINT
 from casebase.embedding.presets import image_size
 from casebase.errors import ConfigError, InputError, ModelError
 
-__all__ = ["Encoder", "Preprocess", "SpaceSpec", "load_encoder"]
+__all__ = ["Encoder", "Preprocess", "SpaceSpec", "embed_images", "load_encoder"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,12 +123,19 @@ class Encoder:
     """A loaded model, its preprocessing and its ``SpaceSpec``. Use ``load_encoder``."""
 
     def __init__(
-        self, model: Any, preprocess: Preprocess, spec: SpaceSpec, device: str, tokenizer_arch: str
+        self,
+        model: Any,
+        preprocess: Preprocess,
+        spec: SpaceSpec,
+        device: str,
+        tokenizer_arch: str,
+        tta: str | None = None,
     ) -> None:
         self.model = model
         self.preprocess = preprocess
         self.spec = spec
         self.device = device
+        self.tta = tta
         self._tokenizer_arch = tokenizer_arch
         self._tokenizer: Any = None
 
@@ -142,15 +149,19 @@ class Encoder:
         return self._tokenizer_arch
 
     def encode_images(self, batch: Any) -> np.ndarray:
-        """Embed a preprocessed batch ``(n, 3, H, W)``: float32 ``(n, dim)``, unit L2 norm."""
+        """Embed a preprocessed batch ``(n, 3, H, W)``: float32 ``(n, dim)``, unit L2 norm.
+
+        With ``tta == "hflip"`` (a checkpoint trained on mirror images) each vector is
+        the normalised mean of the image's and its mirror image's: the same film
+        scanned either way round gets one vector.
+        """
         import torch
 
         if batch.ndim != 4:
             raise InputError(f"expected a batch of shape (n, 3, H, W), got {tuple(batch.shape)}")
         with torch.inference_mode():
             x = batch.to(self.device, non_blocking=True)
-            features = self.model.encode_image(x, normalize=True)
-            return features.float().cpu().numpy()
+            return embed_images(self.model, x, self.tta).float().cpu().numpy()
 
     def encode_pil(self, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """Embed PIL images in the calling process (queries, small sets)."""
@@ -210,6 +221,18 @@ class Encoder:
         )
 
 
+def embed_images(model: Any, x: Any, tta: str | None = None) -> Any:
+    """``model``'s unit vectors of the preprocessed batch ``x``, with test-time
+    augmentation ``tta`` (``"hflip"``: the mean over the image and its mirror)."""
+    import torch
+
+    features = model.encode_image(x, normalize=True)
+    if tta == "hflip":
+        features = features + model.encode_image(torch.flip(x, dims=[3]), normalize=True)
+        features = torch.nn.functional.normalize(features, dim=-1)
+    return features
+
+
 def _chunks(seq: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(seq), size):
         yield seq[start : start + size]
@@ -265,6 +288,7 @@ def load_encoder(
         PreprocessCfg(**{k: pp[k] for k in PreprocessCfg.__dataclass_fields__ if k in pp}),
         is_train=False,
     )
+    tta = spec.get("tta")
     spec = SpaceSpec(
         name=spec["name"],
         model_name=spec["model_name"],
@@ -272,10 +296,17 @@ def load_encoder(
         checkpoint_sha256=spec["sha256"],
         dim=_embed_dim(net),
         image_size=image_size(pp["size"]),
-        preprocess=_describe(pp),
+        preprocess=_describe(pp) + (f"-{tta}-tta" if tta else ""),
     )
     logger.info("loaded %s (%s, dim %d) on %s", spec.name, spec.preprocess, spec.dim, device)
-    return Encoder(net, Preprocess(transform, _grey_invariant(transform)), spec, device, arch)
+    return Encoder(
+        net,
+        Preprocess(transform, _grey_invariant(transform)),
+        spec,
+        device,
+        arch,
+        tta=tta,
+    )
 
 
 def _resolve_device(torch: Any, device: str | None) -> str:
