@@ -22,31 +22,19 @@ from typing import Any
 
 from casebase.embedding.checkpoint import ModelConfig, atomic_write, model_config
 from casebase.errors import CasebaseError, InputError
+from casebase.train.presets import ARCHITECTURES, SMALL_RESNET_CFG, architecture, with_image_size
+
+__all__ = [
+    "SMALL_RESNET_CFG",
+    "STATE_FILE",
+    "Base",
+    "check_resumable",
+    "load_base",
+    "load_state",
+    "save_state",
+]
 
 STATE_FILE = "last.pt"
-
-
-# A small open_clip ResNet at 64 px (about 1.3 M vision parameters) that learns on 2 CPU
-# cores in minutes from random initialisation: the demo and benchmarks/pneumoniamnist.py.
-SMALL_RESNET_CFG = {
-    "model_cfg": {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
-        "text_cfg": {
-            "context_length": 16,
-            "vocab_size": 49408,
-            "width": 64,
-            "heads": 2,
-            "layers": 1,
-        },
-    },
-    "preprocess_cfg": {
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.5, 0.5, 0.5],
-        "interpolation": "bicubic",
-        "resize_mode": "squash",
-    },
-}
 
 
 def save_state(out: Path, state: dict[str, Any]) -> None:
@@ -102,14 +90,35 @@ class Base:
     config: ModelConfig
 
 
-def load_base(base: str | None, space: Any, *, pretrained: str | None, seed: int) -> Base:
+def load_base(
+    base: str | None,
+    space: Any,
+    *,
+    pretrained: str | None,
+    seed: int,
+    image_size: int | None = None,
+) -> Base:
     """Build the starting model: the space's own model (``base=None``), a preset, an
-    open_clip name (+ ``pretrained``), a ``.pt`` checkpoint, or a ``.json`` open_clip
-    model config (random initialisation, seeded — for when no weights can be had)."""
+    open_clip name (+ ``pretrained``), a ``.pt`` checkpoint, or — random initialisation,
+    seeded, for when no weights can be had — a training architecture by name
+    (``small-resnet``, ``small-vit``: :mod:`casebase.train.presets`) or a ``.json``
+    open_clip model config. ``image_size`` resizes the input of a random-init
+    architecture; a model with weights keeps the size it was trained at."""
     from casebase.embedding import PRESETS, load_encoder
 
+    if base in ARCHITECTURES:
+        return _from_config(architecture(base, image_size), base, seed)
     if base is not None and base.endswith(".json"):
-        return _from_config_file(Path(base), seed)
+        raw = _read_config_file(Path(base))
+        if image_size is not None:
+            raw = with_image_size(raw, image_size)
+        return _from_config(raw, base, seed)
+    if image_size is not None:
+        raise InputError(
+            "--image-size applies to a randomly initialised architecture (--base "
+            f"{' / '.join(ARCHITECTURES)} or a .json config); {base or 'the space model'} "
+            "keeps the input size its weights were trained at"
+        )
     if base is None:
         if space.checkpoint_path:
             base = space.checkpoint_path
@@ -128,14 +137,7 @@ def load_base(base: str | None, space: Any, *, pretrained: str | None, seed: int
     return Base(model, encoder.arch, base, random_init, model_config(model, encoder.arch))
 
 
-def _from_config_file(path: Path, seed: int) -> Base:
-    import hashlib
-
-    import open_clip
-    import torch
-
-    from casebase.embedding.build import quiet_random_init_warning, register_arch
-
+def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -148,6 +150,18 @@ def _from_config_file(path: Path, seed: int) -> Base:
             f"{path} is not an open_clip model config (embed_dim, vision_cfg, "
             "text_cfg; optionally under 'model_cfg', with 'preprocess_cfg')"
         )
+    return raw
+
+
+def _from_config(raw: dict[str, Any], name: str, seed: int) -> Base:
+    import hashlib
+
+    import open_clip
+    import torch
+
+    from casebase.embedding.build import quiet_random_init_warning, register_arch
+
+    model_cfg = raw.get("model_cfg", raw)
     digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
     arch = f"casebase-train-{digest}"
     register_arch(arch, model_cfg)
@@ -164,6 +178,6 @@ def _from_config_file(path: Path, seed: int) -> Base:
             )
     except Exception as exc:
         raise InputError(
-            f"open_clip cannot build the model in {path} ({type(exc).__name__}: {exc})"
+            f"open_clip cannot build the model {name} ({type(exc).__name__}: {exc})"
         ) from exc
-    return Base(model, arch, str(path), True, model_config(model, arch))
+    return Base(model, arch, name, True, model_config(model, arch))

@@ -21,8 +21,8 @@ def add_parsers(sub) -> None:
     t.add_argument(
         "--base",
         help="start from: a preset, an open_clip name (with --pretrained), "
-        "a checkpoint .pt, or an open_clip model config .json (random init); "
-        "default: the space's own model",
+        "a checkpoint .pt, or random init: small-resnet, small-vit or an open_clip "
+        "model config .json; default: the space's own model",
     )
     t.add_argument("--pretrained", help="open_clip pretrained tag, with an open_clip --base")
     t.add_argument(
@@ -45,6 +45,27 @@ def add_parsers(sub) -> None:
     t.add_argument("-k", type=int, default=5, help="k of the held-out precision@k")
     t.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     t.add_argument("--workers", type=int, help="image decode workers (default: 0 on CPU)")
+    t.add_argument(
+        "--image-size", type=int, help="input side in px of a random-init --base (default 128)"
+    )
+    t.add_argument(
+        "--ordinal",
+        action="store_true",
+        help="the label is a grade (0-4): neighbouring grades count as half a match",
+    )
+    t.add_argument(
+        "--hflip", action="store_true", help="augment with mirror images (knees: yes; chests: no)"
+    )
+    t.add_argument("--balanced", action="store_true", help="sample every label equally often")
+    t.add_argument("--no-augment", action="store_true", help="no rotation/zoom/exposure jitter")
+    t.add_argument(
+        "--exclude-batch",
+        action="append",
+        dest="exclude_batches",
+        default=[],
+        metavar="NAME",
+        help="leave this ingest batch out (to evaluate on: casebase eval --batch); repeatable",
+    )
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true")
 
@@ -90,9 +111,11 @@ def add_parsers(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import sys
+
     from casebase.client import connect
     from casebase.config import load_settings
-    from casebase.train.loop import train
+    from casebase.train.loop import Recipe, epoch_line, train
 
     with connect() as client:
         result = train(
@@ -114,6 +137,15 @@ def run_train(args: argparse.Namespace) -> int:
             k=args.k,
             workers=args.workers,
             progress=False if args.no_progress else None,
+            recipe=Recipe.from_flags(
+                image_size=args.image_size,
+                ordinal=args.ordinal,
+                hflip=args.hflip,
+                balanced=args.balanced,
+                augment=not args.no_augment,
+            ),
+            exclude_batches=args.exclude_batches,
+            on_epoch=lambda r: print(epoch_line(r, args.k), file=sys.stderr, flush=True),
         )
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
     return 0

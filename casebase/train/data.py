@@ -99,13 +99,26 @@ ORDER BY e.image_pk
 
 
 def load_pairs(
-    conn, space: Space, source: TextSource, *, image_pks: Sequence[int] | None = None
+    conn,
+    space: Space,
+    source: TextSource,
+    *,
+    image_pks: Sequence[int] | None = None,
+    exclude_batches: Sequence[str] = (),
 ) -> list[Pair]:
-    """The (image, text) pairs of a space; images without a text of that kind are left out."""
+    """The (image, text) pairs of a space; images without a text of that kind are left
+    out, and so are the images of ``exclude_batches`` (kept for evaluation)."""
     extra = "AND e.image_pk = ANY(%(pks)s)" if image_pks is not None else ""
+    if exclude_batches:
+        extra += " AND NOT (e.batch = ANY(%(exclude)s))"
     rows = conn.execute(
         _PAIRS_SQL.format(extra=extra),
-        {"column": source.column or "", "space": space.space_id, "pks": list(image_pks or [])},
+        {
+            "column": source.column or "",
+            "space": space.space_id,
+            "pks": list(image_pks or []),
+            "exclude": list(exclude_batches),
+        },
     ).fetchall()
     pairs = []
     for (
@@ -171,6 +184,39 @@ def text_of_study(conn, source: TextSource, study_pks: Sequence[int]) -> dict[in
     return out
 
 
+def grades_of(pairs: Sequence[Pair]) -> list[float]:
+    """The numeric grade of each pair, for ``ordinal`` training: each needs exactly one
+    label value that is a number (``0``..``4``, ``2.5``)."""
+    grades, bad = [], set()
+    for p in pairs:
+        try:
+            (value,) = p.labels
+            grades.append(float(value))
+        except ValueError:
+            bad.add(";".join(sorted(p.labels)))
+    if bad:
+        shown = ", ".join(repr(b) for b in sorted(bad)[:5])
+        raise InputError(
+            f"--ordinal needs one numeric grade per image (a label column like kl = 0..4); "
+            f"got {shown}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        )
+    return grades
+
+
+def epoch_order(texts: Sequence[str], *, seed: int, epoch: int, balanced: bool) -> list[int]:
+    """The order images are visited in one epoch (as many draws as images): a seeded
+    permutation, or with ``balanced`` a seeded draw with replacement in which every text
+    (label) is equally likely, so rare grades are seen as often as common ones."""
+    rng = np.random.default_rng([seed, epoch])
+    n = len(texts)
+    if not balanced:
+        return rng.permutation(n).tolist()
+    _, inverse, counts = np.unique(np.array(texts, dtype=object), return_inverse=True,
+                                   return_counts=True)  # fmt: skip
+    weights = 1.0 / counts[inverse]
+    return rng.choice(n, size=n, replace=True, p=weights / weights.sum()).tolist()
+
+
 def split_by_patient(
     pairs: Sequence[Pair], fraction: float, seed: int
 ) -> tuple[list[Pair], list[Pair]]:
@@ -191,12 +237,14 @@ def split_by_patient(
 class PairImages:
     """Map-style dataset: index → (tensor | None, index). Picklable for DataLoader workers.
 
+    ``transform`` maps a decoded image to a tensor; ``load``, when given, maps the URI
+    itself to the tensor (a cached, augmenting loader: ``casebase.train.augment``).
     An image that no longer decodes (moved, truncated since ingest) yields None
     and is dropped by ``collate``; training goes on without it.
     """
 
-    def __init__(self, uris: Sequence[str], transform: Any) -> None:
-        self.uris, self.transform = list(uris), transform
+    def __init__(self, uris: Sequence[str], transform: Any, *, load: Any = None) -> None:
+        self.uris, self.transform, self.load = list(uris), transform, load
 
     def __len__(self) -> int:
         return len(self.uris)
@@ -205,6 +253,8 @@ class PairImages:
         from casebase.imaging.images import load_image
 
         try:
+            if self.load is not None:
+                return self.load(self.uris[index]), index
             return self.transform(load_image(self.uris[index])), index
         except Exception as exc:  # one unreadable file must not stop training
             log.debug("cannot read %s: %s", self.uris[index], exc)

@@ -1,45 +1,91 @@
 """`casebase train`: contrastive fine-tuning of a space's model on its own image–text pairs.
 
 The loss is open_clip's ``SigLipLoss`` with same-text pairs as positives (see
-``casebase.train.loss`` for why).
+``casebase.train.loss`` for why), soft ordinal targets for graded labels.
 
 The run: a held-out split by patient (``data.split_by_patient``); after every
 epoch, exact kNN precision@k on the held-out images (``data.precision_at_k``);
 the best epoch is the checkpoint (``casebase.embedding.checkpoint.write_checkpoint``), early
 stopping after ``patience`` epochs without improvement, a wall-clock budget
 (``max_minutes``), ``out/last.pt`` after every epoch so a re-run resumes, and
-a non-finite loss stops the run with the last good checkpoint kept.
+a non-finite loss stops the run with the last good checkpoint kept. What each epoch
+does is :mod:`casebase.train.run`; the recipe's knobs (input size, augmentation,
+balanced sampling, ordinal targets) are one :class:`Recipe`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from casebase.embedding.checkpoint import MODEL_FILE, write_checkpoint, write_config
-from casebase.embedding.workers import worker_init
-from casebase.errors import CasebaseError, InputError
-from casebase.progress import progress_bar
+from casebase.embedding.checkpoint import MODEL_FILE, write_config
+from casebase.embedding.presets import image_size
+from casebase.errors import InputError
 from casebase.train import checkpoint as ck
-from casebase.train.data import (
-    Pair,
-    PairImages,
-    TextSource,
-    collate,
-    load_pairs,
-    precision_at_k,
-    split_by_patient,
-)
-from casebase.train.loss import same_text_prior, shared_text_siglip_loss, siglip_head
+from casebase.train.augment import Augment, ImageCache, TrainTransform
+from casebase.train.data import TextSource, grades_of, load_pairs, split_by_patient
+from casebase.train.loss import same_text_prior, siglip_head
+from casebase.train.run import Run, cpu_bf16_supported
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the images are shown to the model (the knobs ``benchmarks/knee_kl.py`` tuned).
+
+    ``image_size``: the input side of a random-init architecture (None: the base's own);
+    ``augment``: :class:`~casebase.train.augment.Augment` (``Augment.off()`` for none;
+    with ``hflip`` the checkpoint also embeds each film as the mean of it and its mirror);
+    ``balanced``: every label equally often per epoch; ``ordinal``: the label is a grade,
+    and a neighbouring grade is ``neighbour`` of a positive (:mod:`casebase.train.loss`);
+    ``cpu_bf16``: on a CPU with native bf16, train in bf16 autocast (held-out P@k and
+    the checkpoint stay float32).
+    """
+
+    image_size: int | None = None
+    augment: Augment = field(default_factory=Augment)
+    balanced: bool = False
+    ordinal: bool = False
+    neighbour: float = 0.5
+    cpu_bf16: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_flags(
+        cls,
+        *,
+        image_size: int | None = None,
+        ordinal: bool = False,
+        hflip: bool = False,
+        balanced: bool = False,
+        augment: bool = True,
+    ) -> Recipe:
+        """The recipe of `casebase train`'s flags (--image-size, --ordinal, --hflip, ...)."""
+        aug = Augment(hflip=hflip) if augment else Augment.off()
+        if hflip and not augment:
+            aug = Augment(**{**Augment.off().to_dict(), "hflip": True})
+        return cls(image_size=image_size, augment=aug, balanced=balanced, ordinal=ordinal)
+
+
+def epoch_line(record: dict[str, Any], k: int = 5) -> str:
+    """One line of progress per epoch (what `casebase train` prints as it goes)."""
+    part = " (partial: time budget)" if record.get("partial") else ""
+    return (
+        f"epoch {record['epoch']:>3}{part}: loss {record['loss']:.4f}, held-out P@{k} "
+        f"{record['precision']:.3f} (best {record['best']:.3f} at epoch {record['best_epoch']}),"
+        f" {record['seconds']:.0f} s, CPU {record.get('cpu_seconds', 0):.0f} s"
+    )
+
 
 MAX_HELD_OUT = 20_000  # held-out images embedded per epoch, at most (seeded sample)
 
@@ -64,6 +110,9 @@ class TrainResult:
     stopped: str  # "epochs", "early stopping", "time budget", "already done"
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # this process's CPU time (and its decode workers')
+    recipe: dict[str, Any] = field(default_factory=dict)
+    exclude_batches: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +122,7 @@ class TrainResult:
         lines = [
             f"trained {self.base} on space {self.space} (text {self.text}): {self.n_train} train"
             f" / {self.n_held_out} held-out images; {self.epochs_done} epochs{where}, stopped by"
-            f" {self.stopped}, {self.seconds:.0f} s",
+            f" {self.stopped}, {self.seconds:.0f} s (CPU {self.cpu_seconds:.0f} s)",
             f"held-out P@{self.k}: {self.baseline_precision:.3f} before training, "
             f"{self.best_precision:.3f} at the best epoch ({self.best_epoch})",
         ]
@@ -88,26 +137,23 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def _lr_at(step: int, total: int, lr: float) -> float:
-    """Linear warm-up (10 %, at most 1000 steps), then cosine decay to 0."""
-    warm = max(1, min(1000, total // 10))
-    if step < warm:
-        return lr * (step + 1) / warm
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    return lr * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _transforms(model: Any):
+def _eval_transform(model: Any) -> Any:
+    """The transform ingest embeds with (``load_encoder``'s): training ends in it too."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     from casebase.embedding import Preprocess
 
     pp = model.visual.preprocess_cfg
     cfg = PreprocessCfg(**{k: pp[k] for k in PreprocessCfg.__dataclass_fields__ if k in pp})
-    return (
-        Preprocess(image_transform_v2(cfg, is_train=True)),
-        Preprocess(image_transform_v2(cfg, is_train=False)),
-    )
+    return Preprocess(image_transform_v2(cfg, is_train=False))
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _device(device: str | None) -> str:
@@ -143,32 +189,47 @@ def train(
     k: int = 5,
     workers: int | None = None,
     progress: bool | None = None,
+    recipe: Recipe | None = None,
+    exclude_batches: Sequence[str] = (),
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``base`` (default: the space's own model) on the space's pairs.
 
-    Resumes from ``out/last.pt`` when it exists (same space, text, base, seed and
-    held-out share; ``epochs``, ``lr`` and the budget may change). Raises
-    ``CasebaseError`` when the loss stops being finite, keeping the last good
-    checkpoint and state.
+    ``base`` may also name a random-init architecture (``small-resnet``, ``small-vit``)
+    or a ``.json`` open_clip config. ``exclude_batches``: ingest batches left out of
+    training (and of its held-out split), to evaluate on later with `casebase eval
+    --batch`. ``on_epoch`` is called with each epoch's record (epoch, loss, held-out
+    precision, best so far, seconds). Resumes from ``out/last.pt`` when it exists (same
+    space, text, base, seed, held-out share, recipe and batches; ``epochs``, ``lr`` and
+    the budget may change). Raises ``CasebaseError`` when the loss stops being finite,
+    keeping the last good checkpoint and state.
     """
     import torch
 
     from casebase.db.spaces import get_space
 
-    started = time.monotonic()
+    recipe = recipe or Recipe()
+    started, cpu_started = time.monotonic(), _cpu_seconds()
     deadline = started + max_minutes * 60 if max_minutes else None
     if epochs < 1 or batch_size < 2 or lr <= 0 or k < 1 or patience < 1:
         raise InputError("need epochs >= 1, batch_size >= 2, lr > 0, k >= 1, patience >= 1")
     out = Path(out)
     source = TextSource.parse(text)
     sp = get_space(conn, space)
-    pairs = load_pairs(conn, sp, source)
+    exclude_batches = tuple(dict.fromkeys(exclude_batches))
+    pairs = load_pairs(conn, sp, source, exclude_batches=exclude_batches)
     conn.commit()
     if len(pairs) < 20:
+        left_out = f" outside batch {', '.join(exclude_batches)}" if exclude_batches else ""
         raise InputError(
-            f"space {sp.name} has {len(pairs)} images with a {source} text; "
+            f"space {sp.name} has {len(pairs)} images{left_out} with a {source} text; "
             "training needs at least 20"
         )
+    if recipe.ordinal and source.kind != "label":
+        raise InputError("--ordinal needs a graded label column: --text label:COLUMN")
+    grades = None
+    if recipe.ordinal:
+        grades = dict(zip((p.image_pk for p in pairs), grades_of(pairs), strict=True))
     train_pairs, held = split_by_patient(pairs, holdout, seed)
     if len(held) > MAX_HELD_OUT:
         pick = np.random.default_rng(seed).choice(len(held), MAX_HELD_OUT, replace=False)
@@ -179,7 +240,9 @@ def train(
             "raise --holdout or load more studies"
         )
 
-    start = ck.load_base(base, sp, pretrained=pretrained, seed=seed)
+    start = ck.load_base(base, sp, pretrained=pretrained, seed=seed, image_size=recipe.image_size)
+    if recipe.augment.hflip:  # trained on mirror images: embed as the mean of both
+        start = replace(start, config=replace(start.config, tta="hflip"))
     if start.random_init:
         log.warning(
             "TRAINING FROM RANDOM INITIALISATION: %s has no pretrained weights. "
@@ -194,6 +257,8 @@ def train(
         "seed": seed,
         "holdout": holdout,
         "arch": json.dumps(start.config.model_cfg, sort_keys=True),
+        "recipe": json.dumps(recipe.to_dict(), sort_keys=True),
+        "exclude_batches": list(exclude_batches),
     }
     dev = _device(device)
     model = start.model.to(dev)
@@ -210,7 +275,7 @@ def train(
         eps=1e-6,
     )
 
-    run = _Run(
+    run = Run(
         out=out,
         model=model,
         head=head,
@@ -222,6 +287,10 @@ def train(
         device=dev,
         workers=workers,
         progress=progress,
+        balanced=recipe.balanced,
+        grades=grades,
+        neighbour=recipe.neighbour,
+        cpu_bf16=recipe.cpu_bf16 and cpu_bf16_supported(),
     )
     saved = ck.load_state(out)
     if saved is not None:
@@ -243,12 +312,17 @@ def train(
             "holdout": holdout,
             "patience": patience,
             "max_minutes": max_minutes,
-            "loss": "open_clip SigLipLoss, same text = positive",
+            "loss": "open_clip SigLipLoss, same text = positive"
+            + (f", grades 1 apart = {recipe.neighbour:g}" if recipe.ordinal else ""),
+            "recipe": recipe.to_dict(),
+            "exclude_batches": list(exclude_batches),
             "n_train": len(train_pairs),
             "n_held_out": len(held),
         },
     }
-    train_tf, eval_tf = _transforms(model)
+    eval_tf = _eval_transform(model)
+    side = image_size(model.visual.preprocess_cfg["size"])
+    load = TrainTransform(recipe.augment, eval_tf, ImageCache(2 * side))
     if run.baseline is None:
         run.baseline = run.held_out_precision(held, eval_tf)
         log.info("held-out P@%d before training: %.3f", k, run.baseline)
@@ -264,14 +338,24 @@ def train(
         loss, partial = run.train_epoch(
             epoch,
             train_pairs,
-            train_tf,
+            load,
             batch_size=batch_size,
             lr=lr,
             total_steps=epochs * steps_per_epoch,
             deadline=deadline,
         )
         precision = run.held_out_precision(held, eval_tf, epoch=epoch)
-        run.finish_epoch(epoch, loss, precision, partial, time.monotonic() - started, provenance)
+        record = run.finish_epoch(
+            epoch,
+            loss,
+            precision,
+            partial,
+            time.monotonic() - started,
+            _cpu_seconds() - cpu_started,
+            provenance,
+        )
+        if on_epoch is not None:
+            on_epoch(record)
         if run.stale >= patience:
             stopped = "early stopping"
         elif partial or (deadline is not None and time.monotonic() >= deadline):
@@ -297,256 +381,7 @@ def train(
         stopped=stopped,
         seconds=time.monotonic() - started,
         history=list(run.history),
+        cpu_seconds=_cpu_seconds() - cpu_started,
+        recipe=recipe.to_dict(),
+        exclude_batches=exclude_batches,
     )
-
-
-class _Run:
-    """The mutable state of one training run, and what it saves to resume."""
-
-    def __init__(
-        self,
-        *,
-        out: Path,
-        model: Any,
-        head: Any,
-        opt: Any,
-        start: ck.Base,
-        fingerprint: dict,
-        k: int,
-        seed: int,
-        device: str,
-        workers: int | None,
-        progress: bool | None,
-    ) -> None:
-        import open_clip
-
-        self.out, self.model, self.head, self.opt = out, model, head, opt
-        self.start, self.fingerprint, self.k, self.seed = start, fingerprint, k, seed
-        self.device, self.progress = device, progress
-        self.workers = workers if workers is not None else (0 if device == "cpu" else 4)
-        self.tokenizer = open_clip.get_tokenizer(start.arch)
-        self.loss_fn = shared_text_siglip_loss()
-        self.epoch, self.step, self.stale = 0, 0, 0
-        self.best, self.best_epoch = -1.0, 0
-        self.baseline: float | None = None
-        self.sha: str | None = None
-        self.history: list[dict[str, Any]] = []
-
-    # ------------------------------------------------------------------ resume
-    def restore(self, saved: dict[str, Any]) -> None:
-        self.model.load_state_dict(saved["model"])
-        self.head.load_state_dict(saved["head"])
-        self.opt.load_state_dict(saved["optimizer"])
-        self.epoch, self.step, self.stale = saved["epoch"], saved["step"], saved["stale"]
-        self.best, self.best_epoch = saved["best"], saved["best_epoch"]
-        self.baseline, self.sha = saved["baseline"], saved["sha256"]
-        self.history = list(saved["history"])
-        log.info(
-            "resuming %s after epoch %d (best held-out P@%d %.3f at epoch %d)",
-            self.out,
-            self.epoch,
-            self.k,
-            self.best,
-            self.best_epoch,
-        )
-
-    def provenance(self) -> dict[str, Any]:
-        return {
-            "best_epoch": self.best_epoch,
-            "held_out_precision": self.best,
-            "baseline_precision": self.baseline,
-            "history": self.history,
-        }
-
-    # ------------------------------------------------------------------ one epoch
-    def train_epoch(
-        self,
-        epoch: int,
-        pairs: list[Pair],
-        transform: Any,
-        *,
-        batch_size: int,
-        lr: float,
-        total_steps: int,
-        deadline: float | None,
-    ) -> tuple[float, bool]:
-        import torch
-        from torch.utils.data import DataLoader
-
-        with torch.random.fork_rng(devices=[]):  # the caller's RNG is left alone
-            torch.manual_seed(self.seed * 100_003 + epoch)  # augmentations: same on a re-run
-            order = torch.randperm(
-                len(pairs), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            ).tolist()
-            ordered = [pairs[i] for i in order]
-            loader = DataLoader(
-                PairImages([p.uri for p in ordered], transform),
-                batch_size=batch_size,
-                shuffle=False,
-                num_workers=self.workers,
-                collate_fn=collate,
-                drop_last=len(ordered) > batch_size,
-                pin_memory=self.device.startswith("cuda"),
-                worker_init_fn=worker_init(),  # workers die with this process
-            )
-            bar = progress_bar(
-                len(loader), desc=f"epoch {epoch}", unit="batch", enabled=self.progress, leave=False
-            )
-            self.model.train()
-            losses, partial, dropped = [], False, 0
-            try:
-                for batch, idx, n_bad in loader:
-                    dropped += n_bad
-                    if batch is None or len(idx) < 2:
-                        continue
-                    loss = self._step(
-                        [ordered[i].text for i in idx], batch, _lr_at(self.step, total_steps, lr)
-                    )
-                    if not math.isfinite(loss):
-                        self._diverged(epoch, loss, lr)
-                    losses.append(loss)
-                    self.step += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                    if deadline is not None and time.monotonic() >= deadline:
-                        partial = True
-                        break
-            finally:
-                bar.close()
-        if dropped:
-            log.warning("epoch %d: %d images could not be read and were skipped", epoch, dropped)
-        return (float(np.mean(losses)) if losses else float("nan")), partial
-
-    def _step(self, texts: list[str], batch: Any, lr: float) -> float:
-        import torch
-
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-        tokens = self.tokenizer(list(unique)).to(self.device)
-        ids = torch.from_numpy(inverse.astype(np.int64)).to(self.device)
-        cuda = self.device.startswith("cuda")
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            image = self.model.encode_image(
-                batch.to(self.device, non_blocking=True), normalize=True
-            )
-            text = self.model.encode_text(tokens, normalize=True)[ids]
-            self.loss_fn.text_ids = ids
-            scale = self.head.log_scale.clamp(max=math.log(100)).exp()
-            loss = self.loss_fn(image.float(), text.float(), scale, self.head.bias)
-        if not torch.isfinite(loss):
-            return float(loss.detach())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            [p for g in self.opt.param_groups for p in g["params"]], max_norm=1.0
-        )
-        self.opt.step()
-        return float(loss.detach())
-
-    def _diverged(self, epoch: int, loss: float, lr: float) -> None:
-        kept = (
-            f"the last good checkpoint {self.out / MODEL_FILE} (epoch {self.best_epoch},"
-            f" held-out P@{self.k} {self.best:.3f}) is kept"
-            if self.sha
-            else "no checkpoint had been written yet"
-        )
-        state = (
-            f"; re-run with the same --out and a lower --lr to resume after epoch {self.epoch}"
-            if self.epoch
-            else "; re-run with a lower --lr"
-        )
-        raise CasebaseError(
-            f"training diverged: the loss is {loss} at epoch {epoch}, step "
-            f"{self.step + 1} (--lr {lr:g}); {kept}{state}"
-        )
-
-    # ------------------------------------------------------------------ held-out P@k
-    def held_out_precision(self, held: list[Pair], transform: Any, epoch: int = 0) -> float:
-        import torch
-        from torch.utils.data import DataLoader
-
-        loader = DataLoader(
-            PairImages([p.uri for p in held], transform),
-            batch_size=256,
-            shuffle=False,
-            num_workers=self.workers,
-            collate_fn=collate,
-            worker_init_fn=worker_init(),
-        )
-        self.model.eval()
-        vectors, kept = [], []
-        with torch.inference_mode():
-            for batch, idx, _ in loader:
-                if batch is None:
-                    continue
-                v = self.model.encode_image(batch.to(self.device), normalize=True)
-                vectors.append(v.float().cpu().numpy())
-                kept.extend(idx)
-        self.model.train()
-        vecs = np.concatenate(vectors) if vectors else np.empty((0, 1), np.float32)
-        if not np.all(np.isfinite(vecs)):
-            self._diverged(epoch, float("nan"), self.opt.param_groups[0]["lr"])
-        rows = [held[i] for i in kept]
-        return precision_at_k(
-            vecs,
-            [p.labels for p in rows],
-            [p.group for p in rows],
-            [p.modality for p in rows],
-            self.k,
-            seed=self.seed,
-        )
-
-    # ------------------------------------------------------------------ bookkeeping
-    def finish_epoch(
-        self,
-        epoch: int,
-        loss: float,
-        precision: float,
-        partial: bool,
-        seconds: float,
-        provenance: dict[str, Any],
-    ) -> None:
-        self.history.append(
-            {
-                "epoch": epoch,
-                "loss": round(loss, 6),
-                "precision": round(precision, 6),
-                "seconds": round(seconds, 1),
-                "partial": partial,
-            }
-        )
-        self.epoch = epoch
-        if precision > self.best:
-            self.best, self.best_epoch, self.stale = precision, epoch, 0
-            _, self.sha = write_checkpoint(
-                self.out, self.model, self.start.config, {**provenance, **self.provenance()}
-            )
-        else:
-            self.stale += 1
-        log.info(
-            "epoch %d: loss %.4f, held-out P@%d %.3f (best %.3f at epoch %d)",
-            epoch,
-            loss,
-            self.k,
-            precision,
-            self.best,
-            self.best_epoch,
-        )
-        ck.save_state(
-            self.out,
-            {
-                "fingerprint": self.fingerprint,
-                "epoch": self.epoch,
-                "step": self.step,
-                "stale": self.stale,
-                "best": self.best,
-                "best_epoch": self.best_epoch,
-                "baseline": self.baseline,
-                "sha256": self.sha,
-                "history": self.history,
-                "model": {n: t.detach().cpu() for n, t in self.model.state_dict().items()},
-                "head": self.head.state_dict(),
-                "optimizer": self.opt.state_dict(),
-            },
-        )

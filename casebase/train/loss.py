@@ -10,6 +10,13 @@ binary decision, so "this image matches all copies of 'pneumonia' and none of
 (``get_ground_truth``) to mark same-text pairs positive. With free-text reports
 (texts nearly all distinct) this is plain SigLIP.
 
+Graded labels (``ordinal``: a Kellgren–Lawrence grade 0–4) get *soft* targets: a pair
+one grade apart is half a positive (``neighbour`` = 0.5), two grades apart a negative,
+and the per-pair loss becomes the binary cross-entropy with that target (for targets of
+0 and 1 it is SigLIP's loss exactly). Exact-grade retrieval only rewards the same grade,
+but a model that also knows grade 2 is nearer grade 1 than grade 4 learns the scale the
+grades lie on instead of five unrelated classes.
+
 SigLIP's temperature and bias (``siglip_head``) are trained alongside but kept
 out of the checkpoint, whose state dict must match the base architecture
 exactly; the bias starts at the log-odds of a same-text pair (SigLIP's
@@ -25,21 +32,37 @@ import numpy as np
 
 
 def shared_text_siglip_loss() -> Any:
-    """A ``SigLipLoss`` whose ``text_ids`` (set before each call) mark same-text positives."""
+    """A ``SigLipLoss`` whose ``targets`` (set before each call: an (n, n) tensor in
+    [0, 1], image i against text j) replace the identity; ``None`` is plain SigLIP."""
+    import torch.nn.functional as F
     from open_clip.loss import SigLipLoss
 
     class SharedTextSigLipLoss(SigLipLoss):
-        """open_clip's SigLIP loss; pairs with the same text id are positives too."""
+        """open_clip's SigLIP loss with given (soft) targets."""
 
-        text_ids: Any = None
+        targets: Any = None
 
-        def get_ground_truth(self, device, dtype, num_logits, negative_only=False):
-            if self.text_ids is None or negative_only:
-                return super().get_ground_truth(device, dtype, num_logits, negative_only)
-            same = self.text_ids[:, None] == self.text_ids[None, :]
-            return same.to(device=device, dtype=dtype) * 2 - 1
+        def _loss(self, image_features, text_features, logit_scale, logit_bias=None, **kw):
+            if self.targets is None or kw.get("negative_only"):
+                return super()._loss(image_features, text_features, logit_scale, logit_bias, **kw)
+            logits = self.get_logits(image_features, text_features, logit_scale, logit_bias)
+            t = self.targets.to(device=logits.device, dtype=logits.dtype)
+            loss = t * F.logsigmoid(logits) + (1 - t) * F.logsigmoid(-logits)
+            return -loss.sum() / image_features.shape[0]
 
     return SharedTextSigLipLoss()
+
+
+def pair_targets(text_ids: Any, grades: Any = None, neighbour: float = 0.5) -> Any:
+    """(n, n) targets: 1 for the same text; with ``grades`` (a float tensor), also
+    ``max(0, 1 - |g_i - g_j| (1 - neighbour))``: ``neighbour`` one grade apart."""
+    import torch
+
+    same = (text_ids[:, None] == text_ids[None, :]).float()
+    if grades is None:
+        return same
+    distance = (grades[:, None] - grades[None, :]).abs()
+    return torch.maximum(same, (1 - distance * (1 - neighbour)).clamp(min=0.0))
 
 
 def siglip_head(prior: float) -> Any:
