@@ -316,3 +316,35 @@ def test_ordinal_needs_numeric_grades(use_db, two_batches, tmp_path, capsys):
     assert main([*shlex.split(argv), "--out", str(tmp_path / "r")]) == 1
     assert "--ordinal needs one numeric grade per image" in capsys.readouterr().err
     assert not Path(tmp_path / "r" / "model.pt").exists()
+
+
+def test_a_model_trained_on_mirror_images_embeds_a_film_and_its_mirror_alike(
+    db_url, two_batches, tmp_path
+):
+    from casebase.embedding import load_encoder
+    from casebase.errors import ModelError
+
+    out = tmp_path / "run"
+    with connect(db_url) as conn:
+        train(conn, epochs=1, out=out, exclude_batches=["B"], **TRAIN)
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["tta"] == "hflip"
+    encoder = load_encoder(checkpoint=out / "model.pt", device="cpu")
+    assert encoder.tta == "hflip" and encoder.spec.preprocess.endswith("-hflip-tta")
+    pixels = np.random.default_rng(0).integers(0, 256, (50, 90), dtype=np.uint8)
+    pixels[:, :30] = 0  # a film that is not its own mirror image
+    film = Image.fromarray(pixels, mode="L").convert("RGB")
+    mirror = film.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    a, b = encoder.encode_pil([film, mirror])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-5
+    model = encoder.model  # without tta the two differ: the model itself is not symmetric
+    x = torch.stack([encoder.preprocess(film), encoder.preprocess(mirror)])
+    with torch.inference_mode():
+        plain = model.encode_image(x, normalize=True).numpy()
+    assert np.abs(plain[0] - plain[1]).max() > 100 * np.abs(a - b).max()
+
+    doc["tta"] = "rotate"
+    (out / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="tta 'rotate'"):
+        load_encoder(checkpoint=out / "model.pt", device="cpu")
