@@ -325,9 +325,15 @@ def test_a_model_trained_on_mirror_images_embeds_a_film_and_its_mirror_alike(
     from casebase.errors import ModelError
 
     out = tmp_path / "run"
+    options = {k: v for k, v in TRAIN.items() if k != "lr"}
     with connect(db_url) as conn:
-        train(conn, epochs=1, out=out, exclude_batches=["B"], **TRAIN)
+        with pytest.raises(InputError, match=r"need lr > 0, patience >= 1"):
+            train(conn, epochs=1, out=out, lr=-1.0, patience=0, **options)
+        train(conn, epochs=1, out=out, exclude_batches=["B"], **options)
     doc = json.loads((out / "model.json").read_text())
+    # random init, no lr/weight decay/patience given: the random-init defaults
+    assert (doc["training"]["lr"], doc["training"]["weight_decay"]) == (1e-3, 0.05)
+    assert doc["training"]["patience"] == 10
     assert doc["tta"] == "hflip"
     encoder = load_encoder(checkpoint=out / "model.pt", device="cpu")
     assert encoder.tta == "hflip" and encoder.spec.preprocess.endswith("-hflip-tta")

@@ -34,12 +34,14 @@ def add_parsers(sub) -> None:
         "findings as text), or label COLUMN / label:COLUMN (a manifest column)",
     )
     t.add_argument("--out", required=True, help="run directory (model.pt, model.json, last.pt)")
-    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--epochs", type=int, help="default: 10 fine-tuning, 30 from random init")
     t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--weight-decay", type=float, default=0.1)
+    t.add_argument("--lr", type=float, help="default: 1e-4 fine-tuning, 1e-3 from random init")
+    t.add_argument("--weight-decay", type=float, help="default: 0.1, or 0.05 from random init")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--patience", type=int, default=3, help="epochs without improvement")
+    t.add_argument(
+        "--patience", type=int, help="epochs without improvement (default 3, random init 10)"
+    )
     t.add_argument("--max-minutes", type=float, help="stop after this much wall-clock time")
     t.add_argument("--holdout", type=float, default=0.15, help="share of patients held out")
     t.add_argument("-k", type=int, default=5, help="k of the held-out precision@k")
