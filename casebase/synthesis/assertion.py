@@ -600,3 +600,20 @@ def assert_mention(
         return Assertion(PRESENT, None)
     cue = best[1]
     return Assertion(cue.status, cue.text.lower())
+
+
+def assert_span(text: str, start: int, end: int) -> Assertion:
+    """Status of the characters [start, end) of ``text`` as a mention of *some* condition.
+
+    The lexicon need not know the condition: this is how an external set that names its
+    own targets (the NegEx test set) asks the rules about a span.
+    """
+    doc = get_nlp()(text)
+    span = doc.char_span(start, end, alignment_mode="expand")
+    if span is None or len(span) == 0:
+        raise ValueError(f"no token in characters {start}:{end} of the text")
+    sent = span.sent
+    cues = [c for c in find_cues(doc) if sent.start <= c.start < sent.end]
+    return assert_mention(
+        token_words(doc), sent.start, sent.end, span.start, min(span.end, sent.end), cues
+    )
