@@ -19,27 +19,30 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-
-from spacy.tokens import Doc
+from typing import TYPE_CHECKING
 
 from casebase.synthesis.assertion import (
     ABSENT,
+    HYPOTHETICAL,
     PRESENT,
-    TERMINATIONS,
     UNCERTAIN,
-    Cue,
-    assert_mention,
-    find_cues,
-    get_nlp,
-    token_words,
+    Sentence,
+    compact,
+    word_range,
 )
+from casebase.synthesis.cues import load_cues
 from casebase.synthesis.lexicon import Lexicon, load_lexicon
+from casebase.synthesis.sections import reporting_spans
+from casebase.synthesis.sentences import get_nlp, token_words
+
+if TYPE_CHECKING:
+    from spacy.tokens import Doc
 
 logger = logging.getLogger(__name__)
 
 # Bump when the lexicon or the rules change: it is stored with every extracted finding
 # so that a re-labelling job can find rows produced by an older labeller.
-LABELLER_VERSION = "rules-1.1"
+LABELLER_VERSION = "rules-2.0"
 BACKEND = "rules"
 
 NO_FINDING = "no_finding"
@@ -78,20 +81,15 @@ _ZONE_WORDS = {
     "bibasilar": "lower",
     "bibasal": "lower",
 }
-_LOCATION_STOPS = TERMINATIONS | {
-    ",",
-    ";",
-    ":",
-    ".",
-    "and",
-    "or",
-    "with",
-    "without",
-    "no",
-    "versus",
-    "vs",
-    "there",
-}
+# Words where a location phrase stops (clause words and punctuation).
+_LOCATION_STOPS = frozenset(
+    {
+        *("but", "however", "although", "though", "which", "whereas", "while", "yet"),
+        *("except", "aside", "apart", "nevertheless", "nonetheless", "otherwise", "that"),
+        *("who", "where", "since", "because", "and", "or", "with", "without", "no"),
+        *("versus", "vs", "there", ",", ";", ":", "."),
+    }
+)
 _LOCATION_LEFT_TOKENS = 6
 _LOCATION_RIGHT_TOKENS = 8
 
@@ -257,11 +255,8 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
     sent_bounds = [(s.start, s.end) for s in doc.sents]
     sent_starts = [b[0] for b in sent_bounds]
     token_starts = doc.to_array("IDX").tolist()
-    cues_by_sent: dict[int, list[Cue]] = {}
-    for cue in find_cues(doc):
-        idx = bisect.bisect_right(sent_starts, cue.start) - 1
-        cues_by_sent.setdefault(idx, []).append(cue)
-    scopes: dict[Cue, tuple[int, int]] = {}
+    cues = load_cues()
+    sentences: dict[int, tuple[Sentence, list[int]]] = {}
     mentions: list[Mention] = []
     for cand in candidates:
         # Tokens touching [cand.start, cand.end): the "expand" alignment of char_span.
@@ -276,15 +271,11 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
         if cand.normal:
             status, cue_text = entry.normal_status, None
         else:
-            result = assert_mention(
-                words,
-                sent_start,
-                sent_end,
-                tok_start,
-                tok_end,
-                cues_by_sent.get(idx, []),
-                scopes,
-            )
+            if idx not in sentences:
+                sent_words, index = compact(words, sent_start, sent_end)
+                sentences[idx] = (Sentence(sent_words, cues), index)
+            sentence, index = sentences[idx]
+            result = sentence.assert_mention(*word_range(index, tok_start, tok_end))
             status, cue_text = result.status, result.cue
         first = token_starts[sent_start]
         last_end = token_starts[sent_end] if sent_end < len(token_starts) else len(text)
@@ -317,11 +308,18 @@ def extract(text: str) -> list[Mention]:
 
 
 def extract_many(texts: Iterable[str], *, batch_size: int = 256) -> Iterator[list[Mention]]:
-    """Mentions for each text, in order; faster than ``extract`` in a loop."""
+    """Mentions for each text, in order; faster than ``extract`` in a loop.
+
+    Only mentions that assert something about this study are returned: none from a
+    section that does not report on it (indication, history, comparison …: see
+    :mod:`casebase.synthesis.sections`), none that a request or a question governs
+    ("evaluate for pneumonia", "?pneumonia").
+    """
     lexicon = load_lexicon()
     nlp = get_nlp()
     pending: list[tuple[int, int, str]] = []  # (text index, offset, piece)
     results: list[list[Mention]] = []
+    spans: dict[int, list[tuple[int, int]]] = {}
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"report text must be str, got {type(text).__name__}")
@@ -330,12 +328,21 @@ def extract_many(texts: Iterable[str], *, batch_size: int = 256) -> Iterator[lis
             continue
         # Lone surrogates (undecodable bytes) crash spaCy; U+FFFD keeps offsets intact.
         text = _SURROGATE_RE.sub("\ufffd", text)
+        spans[index] = reporting_spans(text)
         pending.extend((index, offset, piece) for offset, piece in _chunks(text))
     docs = nlp.pipe((piece for _, _, piece in pending), batch_size=batch_size)
     for (index, offset, _), doc in zip(pending, docs, strict=True):
-        results[index].extend(_extract_doc(doc, offset, lexicon))
+        results[index].extend(
+            m
+            for m in _extract_doc(doc, offset, lexicon)
+            if m.status != HYPOTHETICAL and _within(m.start, spans[index])
+        )
     logger.debug("extracted mentions from %d texts (%d pieces)", len(results), len(pending))
     return iter(results)
+
+
+def _within(pos: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start <= pos < end for start, end in spans)
 
 
 def rollup(mentions: Iterable[Mention], lexicon: Lexicon | None = None) -> dict[str, str]:
