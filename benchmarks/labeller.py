@@ -30,11 +30,13 @@ import csv
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from casebase.synthesis import label_reports
+from casebase.synthesis import Mention
+from casebase.synthesis.extract import extract_many, rollup
+from casebase.synthesis.lexicon import load_lexicon
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,6 +196,7 @@ def micro_f1(table: dict[str, dict[str, float]], min_pos: int = MIN_POSITIVES) -
 @dataclass
 class Result:
     rows: list[Row]
+    mentions: list[list[Mention]]
     preds: list[dict[str, str]]
     table: dict[str, dict[str, float]]
     skipped: Skipped
@@ -204,10 +207,65 @@ def evaluate(path: Path) -> Result:
     """Label one split's reports and score them against the coders."""
     skipped = Skipped()
     rows = read_rows(path, skipped)
+    lex = load_lexicon()
     t0 = time.perf_counter()
-    preds = label_reports([r.text for r in rows])
+    mentions = list(extract_many([r.text for r in rows]))
+    preds = [rollup(ms, lex) for ms in mentions]
     seconds = time.perf_counter() - t0
-    return Result(rows, preds, score(rows, preds), skipped, seconds)
+    return Result(rows, mentions, preds, score(rows, preds), skipped, seconds)
+
+
+# Device kinds the coders rarely code as a device (the lexicon counts them on purpose).
+DEVICE_CONVENTION = ("sternotomy_wires", "surgical_clips", "orthopedic_hardware")
+
+
+def conventions(result: Result) -> dict[str, Counter]:
+    """Counts of the errors that come from a convention the lexicon keeps on purpose.
+
+    ``hedged``: gold-positive findings the labeller calls uncertain, by the cue that
+    hedged them ("or", "borderline", "possible" …; "(derived)" for no_finding, which is
+    uncertain when another finding is); ``devices``: support_devices false positives by
+    the device kinds the report mentions. Counts only, never sentences: they are printed
+    for the test split too.
+    """
+    lex = load_lexicon()
+    evaluated = set(result.table)
+    hedged: Counter = Counter()
+    devices: Counter = Counter()
+    for row, ms, pred in zip(result.rows, result.mentions, result.preds, strict=True):
+        for finding in evaluated & row.gold:
+            if pred.get(finding) != "uncertain":
+                continue
+            cue = next(
+                (
+                    m.cue
+                    for m in ms
+                    if m.status == "uncertain"
+                    and (m.finding == finding or finding in lex.ancestors(m.finding))
+                ),
+                None,
+            )
+            hedged[(cue or "(derived)", finding)] += 1
+        if pred.get("support_devices") == "present" and "support_devices" not in row.gold:
+            kinds = {m.finding for m in ms if m.status == "present"}
+            conv = sorted(kinds & set(DEVICE_CONVENTION))
+            devices[" + ".join(conv) if conv else "other devices"] += 1
+    return {"hedged": hedged, "devices": devices}
+
+
+def print_conventions(results: dict[str, Result]) -> None:
+    for name, r in results.items():
+        conv = conventions(r)
+        by_cue: dict[str, Counter] = defaultdict(Counter)
+        for (cue, finding), n in conv["hedged"].items():
+            by_cue[cue][finding] += n
+        print(f"\n{name}: gold-positive findings the labeller calls uncertain, by cue")
+        for cue, counts in sorted(by_cue.items(), key=lambda kv: -sum(kv[1].values())):
+            detail = ", ".join(f"{f} {n}" for f, n in counts.most_common())
+            print(f"  {cue!r:<24}{sum(counts.values()):>5}  ({detail})")
+        print(f"{name}: support_devices false positives by the device kinds mentioned")
+        for kinds, n in conv["devices"].most_common():
+            print(f"  {kinds:<50}{n:>5}")
 
 
 def print_tables(results: dict[str, Result]) -> None:
@@ -306,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"labeller {LABELLER_VERSION}")
         print_tables(results)
+        print_conventions(results)
     if args.errors:
         r = results[args.split]
         print_errors(r.rows, r.preds, args.errors, args.n)

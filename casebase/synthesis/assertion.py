@@ -51,6 +51,7 @@ _KIND_STATUS = {
     "negation": ABSENT,
     "resolved": ABSENT,
     "hedge": UNCERTAIN,
+    "differential": UNCERTAIN,
     "request": HYPOTHETICAL,
     "change": PRESENT,
     "pseudo": PRESENT,
@@ -167,11 +168,20 @@ class Sentence:
         ]
         return [self._cue(m) for m in _longest(parts)]
 
+    def _adjacent(self, end: int, cue: Cue) -> bool:
+        """Only the cue's copula (or XXXX) lies between a mention ending at ``end`` and it."""
+        c = self.cs.clauses
+        return all(
+            w in c["copulas"] or w in c["copula_adverbs"] or w == "xxxx"
+            for w in self.words[end : cue.start]
+        )
+
     def _distance(self, cue: Cue, start: int, end: int) -> int | None:
         back_start, fwd_end = self._scope(cue)
         if cue.direction in (FORWARD, BOTH) and cue.end <= start < fwd_end:
             return start - cue.end
-        if cue.direction in (BACKWARD, BOTH) and back_start <= start and end <= cue.start:
+        in_backward = cue.direction in (BACKWARD, BOTH) and back_start <= start and end <= cue.start
+        if in_backward and (cue.kind not in self.cs.phrase_scope or self._adjacent(end, cue)):
             return cue.start - end
         return None
 

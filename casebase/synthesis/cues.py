@@ -28,7 +28,7 @@ from casebase.errors import ConfigError
 DEFAULT_PATH = Path(__file__).with_name("cues.yaml")
 
 FORWARD, BACKWARD, BOTH = "forward", "backward", "both"
-KINDS = ("negation", "resolved", "change", "pseudo", "hedge", "request", "link")
+KINDS = ("negation", "resolved", "change", "pseudo", "hedge", "differential", "request", "link")
 _CLAUSE_KEYS = (
     "list_words",
     "list_breaks",
@@ -37,6 +37,9 @@ _CLAUSE_KEYS = (
     "copulas",
     "copula_adverbs",
 )
+
+_REQUIRED = {"cues", "terminations", "clauses", "alternatives"}
+_TOP_KEYS = _REQUIRED | {"version", "phrase_scope"}
 
 Phrase = tuple[str, ...]
 
@@ -83,6 +86,7 @@ class CueSet:
     termination_punct: frozenset[str]
     clauses: Mapping[str, frozenset[str]]
     phrase_scope: frozenset[str]  # kinds whose forward scope ends at the first list word
+    alternatives: frozenset[Phrase]  # "or": two findings offered as a differential
 
     def find(self, words: Sequence[str]) -> list[CueMatch]:
         """All cue matches in ``words`` (overlapping ones included)."""
@@ -170,8 +174,8 @@ def parse_cues(source: str, *, origin: str = "<string>") -> CueSet:
         data = yaml.safe_load(source)
     except yaml.YAMLError as exc:
         raise ConfigError(f"cues {origin}: not valid YAML: {exc}") from exc
-    if not isinstance(data, Mapping) or not {"cues", "terminations", "clauses"} <= set(data):
-        raise ConfigError(f"cues {origin}: expected 'cues', 'terminations' and 'clauses'")
+    if not isinstance(data, Mapping) or set(data) - _TOP_KEYS or not _REQUIRED <= set(data):
+        raise ConfigError(f"cues {origin}: expected the keys {sorted(_TOP_KEYS)}")
     terms = data["terminations"]
     if not isinstance(terms, Mapping) or set(terms) != {"words", "phrases", "punctuation"}:
         raise ConfigError(f"cues {origin}: 'terminations' needs words, phrases, punctuation")
@@ -191,6 +195,7 @@ def parse_cues(source: str, *, origin: str = "<string>") -> CueSet:
         termination_punct=frozenset(_str_list(terms["punctuation"], "terminations.punctuation")),
         clauses={k: frozenset(_str_list(clauses[k], f"clauses.{k}")) for k in _CLAUSE_KEYS},
         phrase_scope=frozenset(phrase_scope),
+        alternatives=frozenset(_phrases(_str_list(data["alternatives"], "alt"), "alternatives")),
     )
 
 

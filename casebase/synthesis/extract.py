@@ -15,10 +15,11 @@ label dict (empty text, junk, foreign-language text, "XXXX" de-identification to
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from casebase.synthesis.assertion import (
@@ -258,6 +259,7 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
     cues = load_cues()
     sentences: dict[int, tuple[Sentence, list[int]]] = {}
     mentions: list[Mention] = []
+    places: list[tuple[int, int, int] | None] = []  # (sentence, first token, end token)
     for cand in candidates:
         # Tokens touching [cand.start, cand.end): the "expand" alignment of char_span.
         tok_start = max(bisect.bisect_right(token_starts, cand.start) - 1, 0)
@@ -268,6 +270,7 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
         sent_start, sent_end = sent_bounds[idx]
         tok_end = min(tok_end, sent_end)
         entry = lexicon.by_id[cand.finding]
+        places.append(None if cand.normal else (idx, tok_start, tok_end))
         if cand.normal:
             status, cue_text = entry.normal_status, None
         else:
@@ -290,7 +293,38 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
                 location=_location(words, sent_start, sent_end, tok_start, tok_end),
             )
         )
-    return mentions
+    return _differentials(mentions, places, words)
+
+
+def _differentials(
+    mentions: list[Mention], places: list[tuple[int, int, int] | None], words: Sequence[str]
+) -> list[Mention]:
+    """Two findings offered as alternatives ("atelectasis or scarring") are both uncertain.
+
+    Only where no cue decided either of them: "no effusion or pneumothorax" stays a
+    negated list. Mentions of one span (a phrase of two findings) move together.
+    """
+    alternatives = load_cues().alternatives
+    groups: list[tuple[tuple[int, int, int], list[int]]] = []
+    for i, place in enumerate(places):
+        if place is None:
+            continue
+        if groups and groups[-1][0] == place:
+            groups[-1][1].append(i)
+        else:
+            groups.append((place, [i]))
+    out = list(mentions)
+    for (a, a_members), (b, b_members) in itertools.pairwise(groups):
+        if a[0] != b[0] or b[1] < a[2]:
+            continue  # another sentence, or overlapping spans
+        between = [w for w in compact(words, a[2], b[1])[0] if w != ","]
+        members = a_members + b_members
+        if tuple(between) in alternatives and all(
+            mentions[i].status == PRESENT and mentions[i].cue is None for i in members
+        ):
+            for i in members:
+                out[i] = replace(out[i], status=UNCERTAIN, cue=" ".join(between))
+    return out
 
 
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
