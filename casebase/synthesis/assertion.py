@@ -136,12 +136,17 @@ class Sentence:
         while i >= 0 and (words[i] in c["copulas"] or words[i] in c["copula_adverbs"]):
             i -= 1  # the cue's own copula is not a clause break
         clause_final = cue.end >= len(words) or words[cue.end] in _CLAUSE_END
-        if i >= 0 and words[i] == "," and clause_final:
-            i -= 1  # "pneumothorax, resolved."
+        # A clause-final cue comments on the whole clause before its comma ("pneumothorax,
+        # resolved."; "the heart is enlarged, likely exaggerated by technique."), copula
+        # and all.
+        crossed = i >= 0 and words[i] == "," and clause_final
+        if crossed:
+            i -= 1
         seen_list_word = False
         while i >= 0:
             word = words[i]
-            if i in self._terms or word in c["copulas"] or word == "there" or i in self._cue_words:
+            copula = word in c["copulas"] and not crossed
+            if i in self._terms or copula or word == "there" or i in self._cue_words:
                 return i + 1
             if word in c["list_words"]:
                 seen_list_word = True

@@ -103,23 +103,29 @@ class CueSet:
         return out
 
 
-def expand(phrase: str) -> list[str]:
-    """The phrases that one line of the YAML stands for ("[has] resolved|cleared")."""
-    options: list[list[str]] = []
+def expand(phrase: str) -> list[Phrase]:
+    """The token phrases that one line of the YAML stands for ("[has] resolved|cleared").
+
+    Each alternative word is tokenised on its own (spaCy splits text at whitespace
+    before anything else, so a phrase's tokens are its words' tokens, joined).
+    """
+    options: list[list[Phrase]] = []
     for word in phrase.split():
         optional = word.startswith("[") and word.endswith("]")
-        alts = [a for a in word.strip("[]").split("|") if a]
-        if not alts or ("[" in word.strip("[]") or "]" in word.strip("[]")):
-            raise ValueError(f"bad word {word!r}")
-        options.append([*alts, ""] if optional else alts)
+        inner = word[1:-1] if optional else word
+        alts = inner.split("|")
+        if "[" in inner or "]" in inner or not all(alts):
+            raise ValueError(f"bad word {word!r} (brackets hold single words: '[a|b]')")
+        options.append([_tokenise(a) for a in alts] + ([()] if optional else []))
     out = []
     for combo in itertools.product(*options):
-        text = " ".join(w for w in combo if w)
-        if text:
-            out.append(text)
+        tokens = tuple(t for part in combo for t in part)
+        if tokens:
+            out.append(tokens)
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _tokenise(text: str) -> Phrase:
     from casebase.synthesis.sentences import get_nlp
 
@@ -136,10 +142,9 @@ def _phrases(lines: list[str], where: str) -> list[Phrase]:
     out: list[Phrase] = []
     for line in lines:
         try:
-            texts = expand(line)
+            out.extend(expand(line))
         except ValueError as exc:
             raise ConfigError(f"cues {where}: phrase {line!r}: {exc}") from exc
-        out.extend(_tokenise(t) for t in texts)
     return out
 
 
