@@ -250,15 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--n", type=int, default=20, help="errors to list")
     args = parser.parse_args(argv)
-    if not args.data.is_file():
-        print(f"error: no such file: {args.data}", file=sys.stderr)
-        return 2
     if args.show_errors in ("even", "radiology-even", "all") and not args.final:
         print(
             "error: errors of the even ids (the test half) are listed only with --final, "
             "once the rules are final",
             file=sys.stderr,
         )
+        return 2
+    if not args.data.is_file():
+        print(f"error: no such file: {args.data}", file=sys.stderr)
         return 2
     rows = read_rows(args.data)
     statuses = decide_rows(rows, ENGINES[args.engine]())

@@ -118,12 +118,17 @@ REPORTS: list[tuple[str, str, dict[str, str]]] = [
     ("6 change", "Decreased right pleural effusion.", {"pleural_effusion": P, "no_finding": A}),
     (
         "6 change",
+        "Decreased effusion, no pneumothorax.",
+        {"pleural_effusion": P, "pneumothorax": A, "no_finding": A},
+    ),
+    (
+        "6 change",
         "Findings could represent resolving pneumonia, edema or effusion.",
         {
-            "consolidation_pneumonia": P,
+            "consolidation_pneumonia": U,
             "edema_congestion": U,
             "pleural_effusion": U,
-            "no_finding": A,
+            "no_finding": U,
         },
     ),
     ("6 change", "The left pneumothorax has resolved.", {"pneumothorax": A, "no_finding": P}),

@@ -26,7 +26,8 @@ clause ("pneumothorax, resolved."), and stop at a termination, at a copula that 
 another clause ("the heart is enlarged and the effusion has resolved"), at another cue,
 and at a bare comma unless the words before the cue form an and/or list ("effusion,
 pneumothorax or consolidation is not seen"). When several cues cover a mention the
-nearest wins, so "no pneumothorax, possible small effusion" yields an uncertain effusion.
+nearest wins, so "no pneumothorax, possible small effusion" yields an uncertain effusion,
+except that change language ("decreased", "resolving") yields to a hedge or request.
 
 Overlapping cues reduce to the longest ("no change in" over "no"). A cue that overlaps the
 mention gives way to its own parts outside the mention ("no ACUTE fracture": the cue
@@ -192,24 +193,28 @@ class Sentence:
 
     def assert_mention(self, start: int, end: int) -> Assertion:
         """Status of the mention spanning words [start, end) of the sentence."""
-        best: tuple[int, Cue] | None = None
+        covering: list[tuple[int, Cue]] = []
         for cue in self.cues:
             if cue.kind == "link":
                 continue
             if start <= cue.start and cue.end <= end:
                 candidates = [(0, cue)] if cue.kind == "hedge" else []
             elif cue.start < end and start < cue.end:
-                candidates = [
-                    (self._distance(c, start, end), c) for c in self._outside(cue, start, end)
-                ]
+                parts = self._outside(cue, start, end)
+                candidates = [(self._distance(c, start, end), c) for c in parts]
             else:
                 candidates = [(self._distance(cue, start, end), cue)]
-            for distance, c in candidates:
-                if distance is not None and (best is None or distance < best[0]):
-                    best = (distance, c)
-        if best is None:
+            covering.extend((d, c) for d, c in candidates if d is not None)
+        if not covering:
             return Assertion(PRESENT, None)
-        return Assertion(best[1].status, best[1].text)
+        # The nearest cue wins (the first of equals), except that change language says how
+        # a finding changes, not whether it is there: a hedge or request over it still
+        # counts ("could be developing or RESOLVING pneumonia" is uncertain).
+        best = min(covering, key=lambda dc: dc[0])[1]
+        if best.kind == "change":
+            doubts = [(d, c) for d, c in covering if c.status in (UNCERTAIN, HYPOTHETICAL)]
+            best = min(doubts, key=lambda dc: dc[0])[1] if doubts else best
+        return Assertion(best.status, best.text)
 
 
 def compact(words: Sequence[str], start: int, end: int) -> tuple[list[str], list[int]]:
