@@ -8,6 +8,13 @@ into their parent ``support_devices``) and derives ``no_finding``: a report that
 mentions something but asserts no abnormal finding is a normal study, whatever words
 it used to say so.
 
+Only what the report asserts about this study counts. A whole report's sections are
+found by :mod:`casebase.synthesis.sections` (the sanitiser's finder): mentions in the
+indication, history, comparison or technique assert nothing, and neither do requests
+("evaluate for pneumonia", "?pneumothorax"), which the assertion rules call
+hypothetical. Two findings offered as alternatives ("atelectasis or scarring") are both
+uncertain.
+
 Nothing is invented: a report with no lexicon phrase yields no mention and an empty
 label dict (empty text, junk, foreign-language text, "XXXX" de-identification tokens).
 """
@@ -33,6 +40,7 @@ from casebase.synthesis.assertion import (
 )
 from casebase.synthesis.cues import load_cues
 from casebase.synthesis.lexicon import Lexicon, load_lexicon
+from casebase.synthesis.location import location
 from casebase.synthesis.sections import reporting_spans
 from casebase.synthesis.sentences import get_nlp, token_words
 
@@ -41,8 +49,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Bump when the lexicon or the rules change: it is stored with every extracted finding
-# so that a re-labelling job can find rows produced by an older labeller.
+# Bump when the lexicon, the cues or the rules change: it is stored with every extracted
+# finding so that `casebase relabel` replaces rows produced by an older labeller
+# (tests/test_labeller_version.py holds the data digests of each version).
 LABELLER_VERSION = "rules-2.0"
 BACKEND = "rules"
 
@@ -52,47 +61,6 @@ STATUS_RANK = {ABSENT: 1, UNCERTAIN: 2, PRESENT: 3}
 # Long texts are processed in chunks cut at line or sentence ends, which keeps spaCy's
 # memory bounded and its max_length irrelevant.
 CHUNK_CHARS = 100_000
-
-_SIDE_WORDS = {
-    "left": "left",
-    "right": "right",
-    "bilateral": "bilateral",
-    "bilaterally": "bilateral",
-    "both": "bilateral",
-    "bibasilar": "bilateral",
-    "bibasal": "bilateral",
-    "biapical": "bilateral",
-}
-_ZONE_WORDS = {
-    "upper": "upper",
-    "apex": "upper",
-    "apices": "upper",
-    "apical": "upper",
-    "biapical": "upper",
-    "middle": "middle",
-    "mid": "middle",
-    "midlung": "middle",
-    "lingula": "middle",
-    "lingular": "middle",
-    "lower": "lower",
-    "base": "lower",
-    "bases": "lower",
-    "basilar": "lower",
-    "basal": "lower",
-    "bibasilar": "lower",
-    "bibasal": "lower",
-}
-# Words where a location phrase stops (clause words and punctuation).
-_LOCATION_STOPS = frozenset(
-    {
-        *("but", "however", "although", "though", "which", "whereas", "while", "yet"),
-        *("except", "aside", "apart", "nevertheless", "nonetheless", "otherwise", "that"),
-        *("who", "where", "since", "because", "and", "or", "with", "without", "no"),
-        *("versus", "vs", "there", ",", ";", ":", "."),
-    }
-)
-_LOCATION_LEFT_TOKENS = 6
-_LOCATION_RIGHT_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -211,34 +179,6 @@ def _candidates(text: str, lexicon: Lexicon) -> list[_Candidate]:
     return accepted
 
 
-def _location(
-    words: Sequence[str], sent_start: int, sent_end: int, start: int, end: int
-) -> dict[str, str]:
-    """Side and zone words in the phrase around a mention (same clause, a few tokens)."""
-    i = max(sent_start, start - _LOCATION_LEFT_TOKENS)
-    left = words[i:start]
-    for j in range(len(left) - 1, -1, -1):
-        if left[j] in _LOCATION_STOPS:
-            left = left[j + 1 :]
-            break
-    right = words[end : min(sent_end, end + _LOCATION_RIGHT_TOKENS)]
-    for j, word in enumerate(right):
-        if word in _LOCATION_STOPS:
-            right = right[:j]
-            break
-    near = [*left, *words[start:end], *right]
-    sides = {_SIDE_WORDS[w] for w in near if w in _SIDE_WORDS}
-    zones = [_ZONE_WORDS[w] for w in near if w in _ZONE_WORDS]
-    location: dict[str, str] = {}
-    if "bilateral" in sides or {"left", "right"} <= sides:
-        location["side"] = "bilateral"
-    elif sides:
-        location["side"] = sides.pop()
-    if zones:
-        location["zone"] = zones[0]
-    return location
-
-
 def _lower_same_length(text: str) -> str:
     """Lower-case text without changing its length (offsets must stay valid)."""
     lowered = text.lower()
@@ -290,7 +230,7 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
                 start=offset + cand.start,
                 end=offset + cand.end,
                 cue=cue_text,
-                location=_location(words, sent_start, sent_end, tok_start, tok_end),
+                location=location(words, sent_start, sent_end, tok_start, tok_end),
             )
         )
     return _differentials(mentions, places, words)
