@@ -70,11 +70,11 @@ def location(
     near = [*left, *words[start:end], *right]
     sides = {_SIDE_WORDS[w] for w in near if w in _SIDE_WORDS}
     zones = [_ZONE_WORDS[w] for w in near if w in _ZONE_WORDS]
-    location: dict[str, str] = {}
+    found: dict[str, str] = {}
     if "bilateral" in sides or {"left", "right"} <= sides:
-        location["side"] = "bilateral"
+        found["side"] = "bilateral"
     elif sides:
-        location["side"] = sides.pop()
+        found["side"] = sides.pop()
     if zones:
-        location["zone"] = zones[0]
-    return location
+        found["zone"] = zones[0]
+    return found
