@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casebase.synthesis import Mention
+from casebase.synthesis.cues import CueSet, load_cues
 from casebase.synthesis.extract import extract_many, rollup
 from casebase.synthesis.lexicon import load_lexicon
 
@@ -203,13 +204,13 @@ class Result:
     seconds: float
 
 
-def evaluate(path: Path) -> Result:
+def evaluate(path: Path, cues: CueSet | None = None) -> Result:
     """Label one split's reports and score them against the coders."""
     skipped = Skipped()
     rows = read_rows(path, skipped)
     lex = load_lexicon()
     t0 = time.perf_counter()
-    mentions = list(extract_many([r.text for r in rows]))
+    mentions = list(extract_many([r.text for r in rows], cues=cues))
     preds = [rollup(ms, lex) for ms in mentions]
     seconds = time.perf_counter() - t0
     return Result(rows, mentions, preds, score(rows, preds), skipped, seconds)
@@ -327,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         "--final", action="store_true", help="rules are final: allow listing test errors"
     )
     parser.add_argument("--n", type=int, default=10, help="errors to print per kind")
+    parser.add_argument(
+        "--cues", type=Path, help="score with this cue file instead of the packaged cues.yaml"
+    )
     args = parser.parse_args(argv)
     if args.errors and args.split == "test" and not args.final:
         print(
@@ -340,12 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"error: no such file: {path}", file=sys.stderr)
             return 2
-    results = {name: evaluate(path) for name, path in paths.items()}
+    cues = load_cues(args.cues) if args.cues else None
+    results = {name: evaluate(path, cues) for name, path in paths.items()}
     if args.json:
         print(
             json.dumps(
                 {
                     "labeller": LABELLER_VERSION,
+                    "cues": str(args.cues) if args.cues else "packaged",
                     **{
                         name: {
                             "micro_f1": micro_f1(r.table),
@@ -362,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     else:
-        print(f"labeller {LABELLER_VERSION}")
+        print(f"labeller {LABELLER_VERSION}" + (f", cues from {args.cues}" if args.cues else ""))
         print_tables(results)
         print_conventions(results)
     if args.errors:

@@ -38,7 +38,7 @@ from casebase.synthesis.assertion import (
     compact,
     word_range,
 )
-from casebase.synthesis.cues import load_cues
+from casebase.synthesis.cues import CueSet, load_cues
 from casebase.synthesis.lexicon import Lexicon, load_lexicon
 from casebase.synthesis.location import location
 from casebase.synthesis.sections import reporting_spans
@@ -187,7 +187,7 @@ def _lower_same_length(text: str) -> str:
     return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
-def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
+def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon, cues: CueSet) -> list[Mention]:
     text = doc.text  # a property that re-joins all tokens: read it once
     candidates = _candidates(_lower_same_length(text), lexicon)
     if not candidates:
@@ -196,7 +196,6 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
     sent_bounds = [(s.start, s.end) for s in doc.sents]
     sent_starts = [b[0] for b in sent_bounds]
     token_starts = doc.to_array("IDX").tolist()
-    cues = load_cues()
     sentences: dict[int, tuple[Sentence, list[int]]] = {}
     mentions: list[Mention] = []
     places: list[tuple[int, int, int] | None] = []  # (sentence, first token, end token)
@@ -233,18 +232,21 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
                 location=location(words, sent_start, sent_end, tok_start, tok_end),
             )
         )
-    return _differentials(mentions, places, words)
+    return _differentials(mentions, places, words, cues)
 
 
 def _differentials(
-    mentions: list[Mention], places: list[tuple[int, int, int] | None], words: Sequence[str]
+    mentions: list[Mention],
+    places: list[tuple[int, int, int] | None],
+    words: Sequence[str],
+    cues: CueSet,
 ) -> list[Mention]:
     """Two findings offered as alternatives ("atelectasis or scarring") are both uncertain.
 
     Only where no cue decided either of them: "no effusion or pneumothorax" stays a
     negated list. Mentions of one span (a phrase of two findings) move together.
     """
-    alternatives = load_cues().alternatives
+    alternatives = cues.alternatives
     groups: list[tuple[tuple[int, int, int], list[int]]] = []
     for i, place in enumerate(places):
         if place is None:
@@ -281,8 +283,13 @@ def extract(text: str) -> list[Mention]:
     return next(iter(extract_many([text])))
 
 
-def extract_many(texts: Iterable[str], *, batch_size: int = 256) -> Iterator[list[Mention]]:
+def extract_many(
+    texts: Iterable[str], *, batch_size: int = 256, cues: CueSet | None = None
+) -> Iterator[list[Mention]]:
     """Mentions for each text, in order; faster than ``extract`` in a loop.
+
+    ``cues`` replaces the packaged cue file (``load_cues(path)``), e.g. to score another
+    convention in a benchmark.
 
     Only mentions that assert something about this study are returned: none from a
     section that does not report on it (indication, history, comparison …: see
@@ -290,6 +297,7 @@ def extract_many(texts: Iterable[str], *, batch_size: int = 256) -> Iterator[lis
     ("evaluate for pneumonia", "?pneumonia").
     """
     lexicon = load_lexicon()
+    cue_set = cues or load_cues()
     nlp = get_nlp()
     pending: list[tuple[int, int, str]] = []  # (text index, offset, piece)
     results: list[list[Mention]] = []
@@ -308,7 +316,7 @@ def extract_many(texts: Iterable[str], *, batch_size: int = 256) -> Iterator[lis
     for (index, offset, _), doc in zip(pending, docs, strict=True):
         results[index].extend(
             m
-            for m in _extract_doc(doc, offset, lexicon)
+            for m in _extract_doc(doc, offset, lexicon, cue_set)
             if m.status != HYPOTHETICAL and _within(m.start, spans[index])
         )
     logger.debug("extracted mentions from %d texts (%d pieces)", len(results), len(pending))
