@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from casebase.errors import ConfigError
-from casebase.synthesis.cues import BOTH, expand, load_cues, parse_cues
+from casebase.synthesis import label_reports
+from casebase.synthesis.cues import BOTH, DEFAULT_PATH, expand, load_cues, parse_cues
 from casebase.synthesis.sentences import get_nlp
 
 MINIMAL = """
@@ -81,3 +82,14 @@ def test_a_phrase_may_belong_to_one_kind_only() -> None:
 def test_not_yaml() -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         parse_cues("cues: [unclosed")
+
+
+def test_another_cue_file_can_be_plugged_in(tmp_path) -> None:
+    text = "Left basilar atelectasis or scarring."
+    source = tmp_path / "cues.yaml"
+    packaged = DEFAULT_PATH.read_text()
+    source.write_text(packaged.replace("alternatives: [or, and/or]", "alternatives: []"))
+    other = load_cues(source)
+    assert other.digest != load_cues().digest and not other.alternatives
+    [default], [plugged] = label_reports([text]), label_reports([text], cues=other)
+    assert default["atelectasis"] == "uncertain" and plugged["atelectasis"] == "present"

@@ -364,7 +364,9 @@ def label_report(text: str) -> dict[str, str]:
     return rollup(extract(text))
 
 
-def label_reports(texts: Iterable[str], *, batch_size: int = 256) -> list[dict[str, str]]:
+def label_reports(
+    texts: Iterable[str], *, batch_size: int = 256, cues: CueSet | None = None
+) -> list[dict[str, str]]:
     """``label_report`` for many texts at once (batched through spaCy)."""
     lex = load_lexicon()
-    return [rollup(ms, lex) for ms in extract_many(texts, batch_size=batch_size)]
+    return [rollup(ms, lex) for ms in extract_many(texts, batch_size=batch_size, cues=cues)]
