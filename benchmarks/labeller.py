@@ -254,6 +254,10 @@ def conventions(result: Result) -> dict[str, Counter]:
     return {"hedged": hedged, "devices": devices}
 
 
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
 def print_conventions(results: dict[str, Result]) -> None:
     for name, r in results.items():
         conv = conventions(r)
@@ -261,11 +265,11 @@ def print_conventions(results: dict[str, Result]) -> None:
         for (cue, finding), n in conv["hedged"].items():
             by_cue[cue][finding] += n
         print(f"\n{name}: gold-positive findings the labeller calls uncertain, by cue")
-        for cue, counts in sorted(by_cue.items(), key=lambda kv: -sum(kv[1].values())):
-            detail = ", ".join(f"{f} {n}" for f, n in counts.most_common())
+        for cue, counts in sorted(by_cue.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
+            detail = ", ".join(f"{f} {n}" for f, n in sorted(counts.items(), key=_by_count))
             print(f"  {cue!r:<24}{sum(counts.values()):>5}  ({detail})")
         print(f"{name}: support_devices false positives by the device kinds mentioned")
-        for kinds, n in conv["devices"].most_common():
+        for kinds, n in sorted(conv["devices"].items(), key=_by_count):
             print(f"  {kinds:<50}{n:>5}")
 
 

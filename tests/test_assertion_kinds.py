@@ -47,6 +47,8 @@ REPORTS: list[tuple[str, str, dict[str, str]]] = [
     ("3 post", "Small apical pneumothorax, resolved.", {"pneumothorax": A, "no_finding": P}),
     ("3 post", "The heart is no longer enlarged.", {"cardiomegaly": A, "no_finding": P}),
     ("3 post", "Right pneumothorax - none today.", {"pneumothorax": A, "no_finding": P}),
+    # ... and a label's value does not take the cue of the next phrase
+    ("3 post", "IMPRESSION: Negative for pneumothorax.", {"pneumothorax": A, "no_finding": P}),
     # 4. scopes end at terminations, other clauses and sentence ends
     (
         "4 scope",

@@ -84,11 +84,14 @@ class Assertion:
     cue: str | None
 
 
-def _longest(matches: Sequence[CueMatch]) -> list[CueMatch]:
-    """Overlapping matches reduced to the longest, then the first."""
+def _longest(matches: Sequence[CueMatch], words: Sequence[str]) -> list[CueMatch]:
+    """Overlapping matches reduced to the longest, then the one that does not start with
+    a label's punctuation, then the first: in "IMPRESSION: negative for effusion" the
+    forward "negative for" beats the label cue ": negative" ("Effusion: negative.")."""
     taken: set[int] = set()
     out: list[CueMatch] = []
-    for m in sorted(matches, key=lambda m: (m.start - m.end, m.start)):
+    labels = (":", "-")
+    for m in sorted(matches, key=lambda m: (m.start - m.end, words[m.start] in labels, m.start)):
         if taken.isdisjoint(range(m.start, m.end)):
             taken.update(range(m.start, m.end))
             out.append(m)
@@ -102,7 +105,7 @@ class Sentence:
         self.words = list(words)
         self.cs = cues or load_cues()
         self._raw = self.cs.find(self.words)
-        self.cues = [self._cue(m) for m in _longest(self._raw)]
+        self.cues = [self._cue(m) for m in _longest(self._raw, self.words)]
         self._terms = self.cs.termination_starts(self.words) if self.cues else set()
         self._cue_words = {i for c in self.cues if c.kind != "link" for i in range(c.start, c.end)}
         self._scopes: dict[Cue, tuple[int, int]] = {}
@@ -172,7 +175,7 @@ class Sentence:
             and (m.end <= start or m.start >= end)
             and m.kind != "link"
         ]
-        return [self._cue(m) for m in _longest(parts)]
+        return [self._cue(m) for m in _longest(parts, self.words)]
 
     def _adjacent(self, end: int, cue: Cue) -> bool:
         """Only the cue's copula (or XXXX) lies between a mention ending at ``end`` and it."""
