@@ -150,7 +150,7 @@ class Client:
                     timeout_ms=timeout,
                 )
         if diverse:
-            vectors = s.study_vectors(self.conn, [h.extra.get("image_id") for h in hits])
+            vectors = s.study_vectors(self.conn, [h.image_id for h in hits])
             patients = self._patient_keys([h.study_id for h in hits])
             hits = s.diversify(hits, vectors, k=k, min_distance=diverse, patient_keys=patients)
         self.conn.commit()

@@ -182,7 +182,7 @@ def _query_study(client) -> str:
 def _contact_sheet(client, query: str, hits, path: Path) -> Path:
     from casebase.retrieval.grid import _open, contact_sheet
 
-    ids = [h.extra.get("image_id") for h in hits]
+    ids = [h.image_id for h in hits]
     paths = dict(
         client.conn.execute(
             "SELECT image_id, uri FROM casebase.images WHERE image_id = ANY(%s)", (ids,)

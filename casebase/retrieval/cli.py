@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 
 from casebase.retrieval.hits import Hit
 
@@ -123,11 +122,7 @@ def run(args: argparse.Namespace) -> int:
     with connect() as client:
         hits = run_search(client, args)
         if args.json:
-            print(
-                json.dumps(
-                    [{**asdict(h), "similarity": h.similarity} for h in hits], indent=2, default=str
-                )
-            )
+            print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
         else:
             print(render_table(hits))
         if args.grid:
@@ -140,7 +135,7 @@ def write_grid(client, args: argparse.Namespace, hits: list[Hit]):
     from casebase.retrieval.encode import load_query_image
     from casebase.retrieval.grid import contact_sheet
 
-    ids = [h.extra.get("image_id") for h in hits]
+    ids = [h.image_id for h in hits]
     rows = client.conn.execute(
         "SELECT image_id, uri FROM casebase.images WHERE image_id = ANY(%s)", (ids,)
     ).fetchall()
