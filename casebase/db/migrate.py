@@ -105,3 +105,11 @@ def ensure_current(conn) -> None:
         f"the database schema is at revision {current}, this casebase needs {head}: "
         "run `casebase db upgrade`"
     )
+
+
+def database_revision(url: str) -> str | None:
+    """The revision of the database at ``url`` (None: no casebase schema)."""
+    from casebase.db.connection import connect
+
+    with connect(url, autocommit=True) as conn:
+        return current_revision(conn)
