@@ -134,3 +134,15 @@ def test_a_study_search_imports_nothing_heavy(cohort_url):
     found = _imported_after(f"from casebase.cli import main\nassert main({argv!r}) == 0", env)
     assert found["rc"] == 0 and "DEMO-C" in found["out"], found
     assert found["heavy"] == [[]], found
+
+
+def test_a_brief_needs_no_spacy_and_the_labeller_is_still_exported():
+    found = _imported_after(
+        "import casebase.synthesis.brief, casebase.synthesis.aggregate\n"
+        "print('BEFORE=' + str('spacy' in sys.modules))\n"
+        "from casebase.synthesis.extract import rollup\n"  # the submodule first ...
+        "from casebase.synthesis import extract, LABELLER_VERSION\n"  # ... then the package
+        "assert callable(extract) and extract('No pleural effusion.'), extract"
+    )
+    assert found["rc"] == 0, found
+    assert "BEFORE=False" in found["out"] and "spacy" in found["heavy"][0], found
