@@ -19,7 +19,8 @@ MIN_PGVECTOR = (0, 8, 0)
 
 
 def database_url(settings: Settings | None = None, *, start: bool = True) -> str:
-    """The configured URL, or the embedded server's (started on demand)."""
+    """The configured URL, or the embedded server's: started on demand, or with
+    ``start=False`` an error when it is not running (``casebase db url``)."""
     settings = settings or load_settings()
     if settings.database_url:
         return _normalise(settings.database_url)
@@ -28,7 +29,10 @@ def database_url(settings: Settings | None = None, *, start: bool = True) -> str
     if not start:
         current = embedded.status(settings.embedded_dir)
         if not current.url:
-            raise DatabaseError("the embedded database is not running: run `casebase db start`")
+            raise DatabaseError(
+                f"the embedded server ({settings.embedded_dir}) is not running: "
+                "run `casebase db start` (or `casebase db url --start`)"
+            )
         return current.url
     return embedded.start(settings.embedded_dir)
 

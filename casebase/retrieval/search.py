@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -77,8 +78,10 @@ def _hits(rows) -> list[Hit]:
             view=r[6],
             flags=tuple(r[7] or ()),
             impression=r[8],
-            extra={"image_id": r[9], "route": r[10], "score": r[12]},
+            image_id=r[9],
+            route=r[10],
             sources=tuple(r[11] or ("image",)),
+            score=r[12],
         )
         for r in rows
     ]
@@ -218,7 +221,7 @@ def diversify(
         patient = (patient_keys or {}).get(hit.study_id)
         if patient and patient in seen_patients:
             continue
-        vec = vectors.get(hit.extra.get("image_id"))
+        vec = vectors.get(hit.image_id)
         if vec is not None and kept_vecs:
             nearest = 1.0 - float(np.max(np.stack(kept_vecs) @ vec))
             if nearest < min_distance:
@@ -230,4 +233,4 @@ def diversify(
             seen_patients.add(patient)
         if len(kept) == k:
             break
-    return [Hit(**{**h.__dict__, "rank": i + 1}) for i, h in enumerate(kept)]
+    return [replace(h, rank=i + 1) for i, h in enumerate(kept)]

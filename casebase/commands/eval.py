@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--include-same-patient", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run)
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""`casebase ingest`: argument parsing for the ingest pipeline (library does the work)."""
+"""`casebase ingest`: argument parsing for the ingest pipeline (the library does the work)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def add_parser(sub) -> None:
     p.add_argument("--chunk-size", type=int, default=256, help="studies per transaction")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

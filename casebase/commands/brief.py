@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from casebase.commands.search import add_filter_arguments, filters_from_args, run_search
 
-def add_parsers(sub) -> None:
-    from casebase.retrieval.cli import add_filter_arguments
 
+def add_parser(sub) -> None:
     p = sub.add_parser("brief", help="what the reports of the k most similar cases say")
     add_filter_arguments(p)
     p.set_defaults(k=50)
@@ -45,8 +45,10 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="add the LLM's narrative of the counts (numbers checked)",
     )
+    p.set_defaults(run=run_brief)
     r = sub.add_parser("relabel", help="re-extract findings after a lexicon change")
     r.add_argument("--batch", help="only this batch")
+    r.set_defaults(run=run_relabel)
 
 
 def _llm_backend(args: argparse.Namespace):
@@ -79,7 +81,6 @@ def _llm_backend(args: argparse.Namespace):
 
 def run_brief(args: argparse.Namespace) -> int:
     from casebase.client import connect
-    from casebase.retrieval.cli import filters_from_args, run_search
 
     backend = _llm_backend(args)
     with connect() as client:
@@ -111,9 +112,8 @@ def run_brief(args: argparse.Namespace) -> int:
 
 def run_relabel(args: argparse.Namespace) -> int:
     from casebase.client import connect
-    from casebase.synthesis.store import relabel
 
     with connect() as client:
-        n_reports, n_findings = relabel(client.conn, batch=args.batch)
+        n_reports, n_findings = client.relabel(batch=args.batch)
     print(f"relabelled {n_reports} reports: {n_findings} findings")
     return 0
