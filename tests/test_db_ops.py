@@ -1,4 +1,4 @@
-"""Operating the embedded server: odd home paths and unusable homes.
+"""Operating the embedded server: odd home paths, unusable homes, a server that goes away.
 
 Each test that needs a server starts its own under ``tmp_path`` (never the session's,
 which other tests use), and stops it.
@@ -18,7 +18,8 @@ import pytest
 from casebase.config import load_settings
 from casebase.db import embedded, postmaster
 from casebase.db.connection import checked_url, connect
-from casebase.errors import ConfigError
+from casebase.db.lost import LOST
+from casebase.errors import ConfigError, DatabaseError
 
 # Shell-special on purpose: a space, both quotes and a "$" (pg_ctl pastes paths into /bin/sh).
 ODD = Path("with space") / 'it\'s "q" $x' / "casebase home"
@@ -113,3 +114,47 @@ def test_unusable_home_is_one_line_from_the_cli(tmp_path: Path, case: str) -> No
     (line,) = result.stderr.splitlines()
     assert line.startswith("casebase: error: cannot use ") and named in line, line
     assert "CASEBASE_HOME" in line
+
+
+# --- the server goes away under a live connection -----------------------------------------
+
+
+@pytest.mark.parametrize("where", ["execute", "commit", "copy", "transaction"])
+def test_server_stopped_under_a_connection_is_one_line(odd_home: Path, where: str) -> None:
+    data_dir = odd_home / "pg"
+    url = embedded.start(data_dir)
+    conn = connect(url)
+    try:
+        conn.execute("CREATE TEMP TABLE t (x int)")
+        assert embedded.stop(data_dir) is True
+        with pytest.raises(DatabaseError) as err:
+            if where == "execute":
+                conn.execute("SELECT 1")
+            elif where == "commit":
+                conn.commit()
+            elif where == "copy":
+                with conn.cursor() as cur, cur.copy("COPY t FROM STDIN") as copy:
+                    copy.write_row((1,))
+            else:
+                with conn.transaction():
+                    conn.execute("INSERT INTO t VALUES (1)")
+        # The dead connection stays one line on its next use, not "connection is closed".
+        with pytest.raises(DatabaseError, match="closed the connection") as again:
+            conn.execute("SELECT 1")
+        assert "the connection is closed" in str(again.value)
+    finally:
+        conn.close()
+    message = str(err.value)
+    assert message.startswith(LOST) and "\n" not in message, message
+    assert "run `casebase db start`" in message and "AdminShutdown" in message
+    assert isinstance(err.value.__cause__, psycopg.errors.AdminShutdown)
+
+
+def test_other_operational_errors_pass_unchanged(odd_home: Path) -> None:
+    """A cancelled statement is not a lost connection: callers catch it by its type."""
+    url = embedded.start(odd_home / "pg")
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = 50")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(2)")
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # still usable
