@@ -177,6 +177,11 @@ def test_a_tie_for_most_common_is_said_as_one() -> None:
             "statement 1: co_occurs_with takes 2 different finding(s)",
         ),
         (
+            answer(statement("co_occurs_with", "cardiomegaly", "cardiomegaly")),
+            "statement 1: co_occurs_with takes 2 different finding(s)",
+        ),
+        (answer(statement("present_in")), "statement 1: present_in takes 1 different finding"),
+        (
             answer(statement("absent_in", "cardiomegaly", cite=["weighted_share"])),
             "statement 1: absent_in cannot cite weighted_share",
         ),
@@ -190,8 +195,11 @@ def test_a_tie_for_most_common_is_said_as_one() -> None:
             ),
             "statement 2 repeats an earlier one",
         ),
-        (answer(*[statement("present_in", "cardiomegaly")] * 5), "at statements: List should"),
-        (answer(), "at statements: List should have at least 1 item"),
+        (
+            answer(*[statement("present_in", f) for f in ("cardiomegaly", "pleural_effusion")] * 3),
+            "answer has 6 statements, not 1 to 4",
+        ),
+        (answer(), "answer has 0 statements, not 1 to 4"),
         ("Sure! " + INJECTION, "answer is not valid JSON"),
     ],
 )

@@ -112,8 +112,10 @@ def narration_facts(agg: Aggregate, k: int, filters: Mapping[str, Any]) -> str:
 def answer_model(finding_ids: tuple[str, ...]) -> type[Any]:
     """The pydantic model of an answer over these findings (also its JSON schema).
 
-    Strict: a number or a list where a string is expected is refused, not coerced."""
-    from pydantic import BaseModel, ConfigDict, Field
+    Strict: a number or a list where a string is expected is refused, not coerced.
+    Sizes (how many statements, findings, cites) are left to :func:`check_answer`:
+    not every provider's strict mode accepts ``minItems``/``maxItems``."""
+    from pydantic import BaseModel, ConfigDict
 
     finding_type = Literal.__getitem__(finding_ids)
     relation_type = Literal.__getitem__(tuple(RELATIONS))
@@ -122,12 +124,12 @@ def answer_model(finding_ids: tuple[str, ...]) -> type[Any]:
     class Statement(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
         relation: relation_type  # type: ignore[valid-type]
-        findings: list[finding_type] = Field(min_length=1, max_length=2)  # type: ignore[valid-type]
-        cite: list[cite_type] = Field(max_length=len(CITES))  # type: ignore[valid-type]
+        findings: list[finding_type]  # type: ignore[valid-type]
+        cite: list[cite_type]  # type: ignore[valid-type]
 
     class NarrativeAnswer(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
-        statements: list[Statement] = Field(min_length=1, max_length=MAX_STATEMENTS)
+        statements: list[Statement]
 
     return NarrativeAnswer
 
@@ -153,7 +155,7 @@ def check_answer(statements: Sequence[NarrativeStatement], agg: Aggregate) -> No
     Also the checks of the schema, again in code, so an answer read back from the cache
     (or built by hand) passes exactly the same gate as one from the model."""
     if not 1 <= len(statements) <= MAX_STATEMENTS:
-        raise InvalidAnswer(f"answer must have 1 to {MAX_STATEMENTS} statements")
+        raise InvalidAnswer(f"answer has {len(statements)} statements, not 1 to {MAX_STATEMENTS}")
     seen: set[tuple[str, frozenset[str]]] = set()
     top = max((c.present for c in agg.counts), default=0)
     for n, s in enumerate(statements, 1):
