@@ -96,9 +96,10 @@ def _unusable_home(home: Path, exc: OSError) -> ConfigError:
 
 
 def _ensure_home(data_dir: Path) -> None:
-    """Create ``data_dir`` (and the home above it), or say in one line why it cannot be."""
+    """Create the home above ``data_dir``, or say in one line why it cannot be. (The
+    data folder itself is made by :func:`start`: a bad one is a server that cannot start.)"""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(data_dir.parent, os.W_OK | os.X_OK):  # e.g. a read-only mount
             raise PermissionError(13, "Permission denied", str(data_dir.parent))
     except OSError as exc:
@@ -138,6 +139,7 @@ def start(data_dir: Path) -> str:
             return current.url
         first_time = not current.initialised
         try:
+            data_dir.mkdir(exist_ok=True)
             user = postmaster.prepare(data_dir)
             if first_time:
                 postmaster.initdb(data_dir, user)
