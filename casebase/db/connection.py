@@ -1,6 +1,8 @@
 """Connections: where the URL comes from, and the checks every connection passes.
 
-pgvector's types are registered here and nowhere else (``configure``).
+pgvector's types are registered here and nowhere else (``configure``). Every connection
+is a :class:`casebase.db.lost.Connection`: a server that stops under it is a one-line
+:class:`~casebase.errors.DatabaseError`, not a psycopg traceback.
 """
 
 from __future__ import annotations
@@ -61,12 +63,15 @@ def configure(conn) -> None:
 
 
 def connect(url: str | None = None, *, autocommit: bool = False, register: bool = True):
-    """Open a psycopg connection with a one-line error when the server is not reachable."""
+    """Open a psycopg connection with a one-line error when the server is not reachable,
+    and one later if the server goes away under it (``lost.py``)."""
     import psycopg
+
+    from casebase.db.lost import open_connection
 
     url = _normalise(url) if url else database_url()
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+        conn = open_connection(url, autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = "; ".join(lines)[:300] or type(exc).__name__

@@ -81,7 +81,12 @@ def _run(fn, url: str, revision: str) -> None:
     except CommandError as exc:
         raise SchemaError(f"migration to {revision!r} failed: {exc}") from exc
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        from casebase.db.lost import is_lost, lost_error
+
+        orig = getattr(exc, "orig", None)
+        if is_lost(orig):
+            raise lost_error(orig) from exc
+        reason = str(orig or exc).strip().splitlines()[0]
         raise DatabaseError(f"migration to {revision!r} failed: {reason}") from exc
 
 

@@ -124,8 +124,9 @@ class LLMSection:
     are recomputed from its validated per-report labels; ``errors`` maps each study it
     could not label to a one-line reason, and those studies count nowhere; ``notes``
     maps studies that had no text worth sending to why. ``narrative`` is an optional
-    LLM narrative of the *rule* counts, checked to state no number that is not in
-    them; ``narrative_error`` says why it is missing when it was asked for.
+    narrative of the *rule* counts: casebase's sentences for statements an LLM chose
+    and the counts bear out (``llm_narrative.py``), never the model's own text;
+    ``narrative_error`` says in one line why it is missing when it was asked for.
     """
 
     model: str
