@@ -184,7 +184,7 @@ class Client:
                     timeout_ms=timeout,
                 )
         if diverse:
-            vectors = s.study_vectors(self.conn, [h.image_id for h in hits])
+            vectors = s.study_vectors(self.conn, [h.image_id for h in hits if h.image_id])
             patients = self._patient_keys([h.study_id for h in hits])
             hits = s.diversify(hits, vectors, k=k, min_distance=diverse, patient_keys=patients)
         self.conn.commit()

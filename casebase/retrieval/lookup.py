@@ -7,9 +7,13 @@ login can use them; the client calls them (a contact sheet, a demo's query study
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 
-def image_uris(conn, image_ids: Sequence[int]) -> dict[int, str]:
+def image_uris(conn: Connection, image_ids: Sequence[int]) -> dict[int, str]:
     """image_id → the URI (file path) it was loaded from."""
     rows = conn.execute(
         "SELECT image_id, uri FROM casebase.images WHERE image_id = ANY(%s)", (list(image_ids),)
@@ -17,7 +21,7 @@ def image_uris(conn, image_ids: Sequence[int]) -> dict[int, str]:
     return dict(rows)
 
 
-def first_image_uri(conn, study_id: str) -> str | None:
+def first_image_uri(conn: Connection, study_id: str) -> str | None:
     """The URI of a study's first image (the one a study query is shown by); None if the
     study is unknown."""
     row = conn.execute(
@@ -39,7 +43,8 @@ def study_ids(
     """Study ids in id order: of ``batch`` and ``modality``, with none of
     ``exclude_flags``, and whose manifest attribute KEY contains VALUE for each item of
     ``attribute_contains`` (a substring: label columns list several labels)."""
-    where, params = ["true"], []
+    where: list[str] = ["true"]
+    params: list[object] = []
     if batch is not None:
         where.append("batch = %s")
         params.append(batch)
