@@ -57,6 +57,40 @@ class Client:
         self.conn.commit()
         return space
 
+    def spaces(self):
+        """Every space, in creation order."""
+        from casebase.db.spaces import list_spaces
+
+        spaces = list_spaces(self.conn)
+        self.conn.commit()
+        return spaces
+
+    def space_rows(self):
+        """Every space with its vector count per modality (``casebase spaces list``)."""
+        from casebase.train.spaces import space_rows
+
+        return space_rows(self.conn)
+
+    def add_space(self, checkpoint: str | Path, *, name: str | None = None):
+        """Register a ``casebase train`` checkpoint as a new, empty space; idempotent."""
+        from casebase.train.spaces import add_checkpoint_space
+
+        return add_checkpoint_space(self.conn, checkpoint, name=name)
+
+    def set_default_space(self, name: str):
+        """Make searches (and ``space=None``) use space ``name``."""
+        from casebase.db.spaces import set_default
+
+        space = set_default(self.conn, name)
+        self.conn.commit()
+        return space
+
+    def drop_space(self, name: str) -> int:
+        """Delete a non-default space and its vectors; return how many vectors went."""
+        from casebase.train.spaces import drop_space
+
+        return drop_space(self.conn, name)
+
     # ------------------------------------------------------------------ search
     def search(
         self,
@@ -150,7 +184,7 @@ class Client:
                     timeout_ms=timeout,
                 )
         if diverse:
-            vectors = s.study_vectors(self.conn, [h.extra.get("image_id") for h in hits])
+            vectors = s.study_vectors(self.conn, [h.image_id for h in hits if h.image_id])
             patients = self._patient_keys([h.study_id for h in hits])
             hits = s.diversify(hits, vectors, k=k, min_distance=diverse, patient_keys=patients)
         self.conn.commit()
@@ -188,6 +222,67 @@ class Client:
             (list(study_ids),),
         ).fetchall()
         return dict(rows)
+
+    # ------------------------------------------------------------------ studies & images
+    def study_ids(
+        self,
+        *,
+        batch: str | None = None,
+        modality: str | None = None,
+        exclude_flags: Sequence[str] = (),
+        attribute_contains: dict[str, str] | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        """Study ids in id order, picked by metadata (see ``retrieval.lookup.study_ids``)."""
+        from casebase.retrieval.lookup import study_ids
+
+        ids = study_ids(
+            self.conn,
+            batch=batch,
+            modality=modality,
+            exclude_flags=exclude_flags,
+            attribute_contains=attribute_contains,
+            limit=limit,
+        )
+        self.conn.commit()
+        return ids
+
+    def image_uris(self, hits: Sequence[Hit]) -> dict[int, str]:
+        """image_id → file the image was loaded from, for the hits' images."""
+        from casebase.retrieval.lookup import image_uris
+
+        uris = image_uris(self.conn, [h.image_id for h in hits if h.image_id is not None])
+        self.conn.commit()
+        return uris
+
+    def contact_sheet(
+        self,
+        path: str | Path,
+        hits: Sequence[Hit],
+        *,
+        image=None,
+        study_id: str | None = None,
+        text: str | None = None,
+    ) -> Path:
+        """Write a PNG grid of the query and its hits (``casebase search --grid``). The
+        query tile shows ``image``, else the first image of ``study_id``, else none (the
+        ``text`` as its label); a hit whose file cannot be read shows as unavailable."""
+        from casebase.retrieval.grid import _open, contact_sheet
+        from casebase.retrieval.lookup import first_image_uri
+
+        if image is not None:
+            from casebase.retrieval.encode import load_query_image
+
+            query_image = load_query_image(image)
+            label = str(image) if isinstance(image, str | Path) else "image"
+        elif study_id is not None:
+            query_image, label = _open(first_image_uri(self.conn, study_id)), study_id
+        else:
+            query_image, label = None, repr(text)
+        paths = self.image_uris(hits)
+        return contact_sheet(
+            path, query_image=query_image, query_label=label, hits=hits, image_paths=paths
+        )
 
     # ------------------------------------------------------------------ findings & briefs
     def findings(self, study_ids: Sequence[str], *, backend: str = "rules"):
@@ -291,9 +386,30 @@ class Client:
             raise QueryError("--queries must be at least 1")
         return evaluate(self.conn, **options)
 
-    # ------------------------------------------------------------------ ingest
+    # ------------------------------------------------------------------ ingest, relabel
     def ingest(self, source: str | Path, *, batch: str, **options):
         """Load a batch (see ``casebase.ingest.pipeline.IngestOptions`` for options)."""
         from casebase.ingest.pipeline import IngestOptions, ingest
 
         return ingest(source, IngestOptions(batch=batch, **options), url=self.url)
+
+    def relabel(self, *, batch: str | None = None) -> tuple[int, int]:
+        """Re-extract the findings of every report (or one batch's) after a lexicon
+        change; return (reports, findings)."""
+        from casebase.synthesis.store import relabel
+
+        return relabel(self.conn, batch=batch)
+
+    # ------------------------------------------------------------------ train, reembed
+    def train(self, **options):
+        """Fine-tune a space's model (see ``casebase.train.loop.train`` for options)."""
+        from casebase.train.loop import train
+
+        return train(self.conn, **options)
+
+    def reembed(self, *, source: str, target: str, **options):
+        """Back-fill space ``target`` with the images of ``source`` (resumable; see
+        ``casebase.train.reembed.reembed`` for options)."""
+        from casebase.train.reembed import reembed
+
+        return reembed(self.conn, source=source, target=target, **options)

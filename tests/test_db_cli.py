@@ -11,6 +11,7 @@ import pytest
 
 from casebase.db.connection import check_server, connect
 from casebase.errors import DatabaseError
+from tests.conftest import drop_database, make_database
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "casebase" / "db" / "migrations" / "versions"
 
@@ -90,6 +91,32 @@ def test_status_reports_schema(use_db):
     head = head_revision()
     assert head == sorted(p.name[:4] for p in MIGRATIONS.glob("0*.py"))[-1]
     assert f"schema: {head} (code: {head})" in result.stdout
+
+
+def _setting(url: str, key: str) -> str | None:
+    with connect(url) as conn:
+        row = conn.execute("SELECT value FROM casebase.setting WHERE key = %s", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def test_downgrade_keeps_tuned_settings_and_base_names_what_goes(server_url):
+    url = make_database(server_url, "t_cli_downgrade")
+    env = {"DATABASE_URL": url}
+    try:
+        with connect(url) as conn:
+            conn.execute("UPDATE casebase.setting SET value = '500' WHERE key = 'max_k'")
+            conn.commit()
+        down = run_cli("db", "downgrade", "0001", env=env)
+        assert down.returncode == 0 and "schema downgraded to 0001" in down.stdout, down
+        assert _setting(url, "max_k") == "500"
+        up = run_cli("db", "upgrade", env=env)
+        assert up.returncode == 0, up.stderr
+        assert _setting(url, "max_k") == "500"
+        base = run_cli("db", "downgrade", "base", env=env)
+        assert base.returncode == 0, base.stderr
+        assert "WARNING" in base.stderr and "max_k=500" in base.stderr, base.stderr
+    finally:
+        drop_database(server_url, "t_cli_downgrade")
 
 
 def test_two_processes_start_one_server(tmp_path: Path, casebase_home):

@@ -22,14 +22,9 @@ from pydicom.uid import (
 )
 
 from casebase.errors import InputError
-from casebase.ingest.dicom import (
-    DicomRecord,
-    dicom_to_image,
-    iter_dicom_files,
-    read_dicom_folder,
-    read_dicom_header,
-    read_dicom_report,
-)
+from casebase.imaging.dicom import DicomRecord, read_dicom_header, read_dicom_report
+from casebase.imaging.dicom_pixels import dicom_to_image
+from casebase.ingest.dicom_source import iter_dicom_files, read_dicom_folder
 
 DICOM_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dicom"
 SIIM = DICOM_DIR / "siim_acr_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"

@@ -298,7 +298,7 @@ def _save_checkpoint(encoder: Encoder, root: Path, **overrides) -> Path:
 
 
 def _tiny_cfg() -> dict:
-    from casebase.embedding_presets import TINY_RANDOM_CFG
+    from casebase.embedding.presets import TINY_RANDOM_CFG
 
     return json.loads(json.dumps(TINY_RANDOM_CFG))
 

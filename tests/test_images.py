@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from casebase.errors import InputError
-from casebase.ingest.images import has_dicom_preamble, load_image, sha256_file, to_uint8
+from casebase.imaging.files import has_dicom_preamble, sha256_file
+from casebase.imaging.images import load_image
+from casebase.imaging.pixels import to_uint8
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COVID = DATA / "covid_cxr" / "images"

@@ -261,8 +261,8 @@ def test_decode_workers_store_what_the_plain_path_computes(server_url, shared_da
     import hashlib
     import json
 
-    from casebase.ingest.images import load_image
-    from casebase.ingest.quality import measure_quality
+    from casebase.imaging.images import load_image
+    from casebase.imaging.quality import measure_quality
     from casebase.ingest.sanitize import sanitize_report
     from casebase.synthesis.evidence import labelled_findings
     from tests.conftest import drop_database, make_database
@@ -359,7 +359,7 @@ def test_quality_filter_is_the_sliding_window_filter() -> None:
     import numpy as np
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from casebase.ingest.quality import _filter
+    from casebase.imaging.quality import _filter
 
     def reference(arr, size, reduce):
         pad = size // 2
@@ -384,8 +384,8 @@ def test_decode_reads_each_file_once_with_load_images_reasons(tmp_path, shared_d
     from PIL import Image
 
     from casebase.errors import InputError
+    from casebase.imaging.images import load_image
     from casebase.ingest.decode import decode_image
-    from casebase.ingest.images import load_image
     from casebase.ingest.studies import ImageInput
 
     def item(path):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from casebase.ingest import quality
-from casebase.ingest.images import load_image
-from casebase.ingest.quality import ImageQuality, measure_quality, quality_flags
+from casebase.imaging import quality
+from casebase.imaging.images import load_image
+from casebase.imaging.quality import ImageQuality, measure_quality, quality_flags
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIIM = DATA / "dicom" / "siim_acr_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"

@@ -135,11 +135,20 @@ def test_analyst_cannot_read_tables(db_url, table):
         _as_role(conn, "casebase_analyst", f"SELECT * FROM casebase.{table}")
 
 
-def test_analyst_reads_views_but_cannot_write(db_url):
-    with connect(db_url) as conn:
+def test_analyst_reads_views_but_cannot_write(cohort_url):
+    """On the loaded cohort (60 chest + 20 knee studies, one image each): the analyst
+    sees every row the owner sees, and there are rows to see."""
+    expected = {"studies": 80, "images": 80, "embeddings": 80, "batches": 1, "spaces": 1}
+    with connect(cohort_url) as conn:
         for view in sorted(VIEWS):
-            rows = _as_role(conn, "casebase_analyst", f"SELECT * FROM casebase.{view}")
-            assert isinstance(rows, list), view
+            sql = f"SELECT * FROM casebase.{view}"
+            as_analyst = _as_role(conn, "casebase_analyst", sql)
+            as_owner = conn.execute(sql).fetchall()
+            assert len(as_analyst) == len(as_owner), (view, len(as_analyst), len(as_owner))
+            if view in expected:
+                assert len(as_analyst) == expected[view], (view, as_analyst[:3])
+        findings = _as_role(conn, "casebase_analyst", "SELECT count(*) FROM casebase.findings")
+        assert findings[0][0] > 0
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             _as_role(
                 conn,
@@ -152,7 +161,8 @@ def test_ingest_role_writes(db_url):
     with connect(db_url) as conn:
         conn.execute("SET ROLE casebase_ingest")
         conn.execute("INSERT INTO casebase.ingest_batch (name, source) VALUES ('r1', 'x')")
-        assert conn.execute("SELECT count(*) FROM casebase.ingest_batch").fetchone()[0] >= 1
+        n = conn.execute("SELECT count(*) FROM casebase.ingest_batch WHERE name = 'r1'")
+        assert n.fetchone()[0] == 1
         conn.rollback()
 
 
@@ -186,3 +196,73 @@ def test_missing_schema_is_a_clear_error(server_url):
             migrate.ensure_current(conn)
     finally:
         drop_database(server_url, "t_empty")
+
+
+def test_tuned_settings_survive_a_downgrade_and_the_upgrade_after_it(server_url, caplog):
+    """Downgrades leave setting rows; upgrades insert only the defaults that are missing."""
+    import logging
+
+    url = make_database(server_url, "t_settings")
+    tuned = {"max_k": "500", "hnsw_m": "24"}
+    try:
+        with connect(url) as conn:
+            for key, value in tuned.items():
+                conn.execute("UPDATE casebase.setting SET value = %s WHERE key = %s", (value, key))
+            conn.commit()
+        migrate.downgrade(url, "0001")
+        migrate.upgrade(url)
+        with connect(url) as conn:
+            rows = dict(
+                conn.execute(
+                    "SELECT key, value FROM casebase.setting WHERE key = ANY (%s)", (list(tuned),)
+                ).fetchall()
+            )
+            assert rows == tuned
+            # ... and the re-installed functions read them.
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="between 1 and 500"):
+                conn.execute("SELECT * FROM casebase.similar_to_vector('[1,0,0,0]', k => 501)")
+            conn.rollback()
+            space = spaces.ensure_space(conn, name="s4", model_name="test", dim=4)
+            leaf = spaces.ensure_partition(conn, space, "CXR")
+            assert "m='24'" in _leaf_indexes(conn, leaf)[f"{leaf}_hnsw"]
+            conn.commit()
+            (salt,) = conn.execute(
+                "SELECT value FROM casebase.setting WHERE key = 'patient_salt'"
+            ).fetchone()
+        # Down to base the rows must go: the log says which, without the patient salt.
+        with caplog.at_level(logging.WARNING, logger="casebase.db.migrations"):
+            migrate.downgrade(url, "base")
+        assert "max_k=500" in caplog.text and "hnsw_m=24" in caplog.text, caplog.text
+        assert "patient salt" in caplog.text and salt not in caplog.text, caplog.text
+    finally:
+        drop_database(server_url, "t_settings")
+
+
+def test_models_and_the_migrated_schema_agree(db_url):
+    """alembic's autogenerate comparison finds nothing to change, leaf partitions aside."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    from casebase.db.connection import sqlalchemy_url
+    from casebase.db.models import LEAF_PARTITION, include_name, metadata
+
+    with connect(db_url) as conn:
+        space = spaces.ensure_space(conn, name="cmp", model_name="test", dim=4)
+        leaf = spaces.ensure_partition(conn, space, "CXR")
+        conn.commit()
+    engine = create_engine(sqlalchemy_url(db_url), poolclass=pool.NullPool)
+    opts = {"include_schemas": True, "compare_type": True, "target_metadata": metadata}
+    try:
+        with engine.connect() as sa_conn:
+            diff = compare_metadata(
+                MigrationContext.configure(sa_conn, opts={**opts, "include_name": include_name}),
+                metadata,
+            )
+            unfiltered = compare_metadata(MigrationContext.configure(sa_conn, opts=opts), metadata)
+    finally:
+        engine.dispose()
+    assert diff == [], diff
+    # Without the filter the leaves made at run time would count as drift.
+    removed = {d[1].name for d in unfiltered if d[0] == "remove_table"}
+    assert leaf in removed and all(LEAF_PARTITION.match(n) for n in removed), removed

@@ -21,6 +21,7 @@ from casebase.cli import main
 from casebase.cohort import generate
 from casebase.db.connection import connect
 from casebase.errors import CasebaseError, InputError, ModelError
+from casebase.imaging.files import sha256_file
 from casebase.ingest.pipeline import IngestOptions, ingest
 from casebase.train import checkpoint as ck
 from casebase.train.data import (
@@ -139,7 +140,7 @@ def test_a_space_without_that_label_or_too_few_held_out_images_is_refused(db_url
 
 def test_checkpoint_has_config_sha256_and_history(run1):
     doc = json.loads((run1 / "model.json").read_text())
-    assert doc["sha256"] == ck.sha256_of(run1 / "model.pt")
+    assert doc["sha256"] == sha256_file(run1 / "model.pt")
     assert doc["base"] == "tiny-random" and doc["random_init"] is True
     assert doc["text"] == "label:label" and doc["image_size"] == 64
     assert doc["model_cfg"]["vision_cfg"]["patch_size"] == 16
@@ -209,7 +210,7 @@ def test_train_register_reembed_switch_changes_eval_and_search(use_db, run1, cap
     assert (after.precision_at_k, after.map_at_k) != (before.precision_at_k, before.map_at_k)
     q = next(pk for pk, v in new.items() if pk == _image_of(use_db, "DEMO-C0001"))
     for hit in hits:  # distances are those of the trained vectors, not the old ones
-        expected = 1 - float(new[q] @ new[hit.extra["image_id"]])
+        expected = 1 - float(new[q] @ new[hit.image_id])
         assert hit.distance == pytest.approx(expected, abs=1e-4), (hit, expected)
     assert main(["spaces", "list"]) == 0
     listing = capsys.readouterr().out
@@ -268,13 +269,13 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     db_url, run1, tmp_path
 ):
     out = _copy(run1, tmp_path)
-    sha = ck.sha256_of(out / "model.pt")
+    sha = sha256_file(out / "model.pt")
     with connect(db_url) as conn, pytest.raises(CasebaseError) as info:
         train(conn, epochs=3, out=out, **{**TRAIN, "lr": 1e9})
     message = str(info.value)
     assert "diverged" in message and "nan" in message.lower(), message
     assert str(out / "model.pt") in message and "resume after epoch 1" in message
-    assert ck.sha256_of(out / "model.pt") == sha
+    assert sha256_file(out / "model.pt") == sha
     assert json.loads((out / "model.json").read_text())["sha256"] == sha
     assert ck.load_state(out)["epoch"] == 1
 

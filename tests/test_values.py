@@ -10,12 +10,9 @@ from pathlib import Path
 import pytest
 
 from casebase.errors import InputError
-from casebase.ingest.values import (
+from casebase.imaging.values import (
     DatePrecision,
-    Modality,
     PartialDate,
-    Sex,
-    View,
     normalise_modality,
     normalise_view,
     parse_age,
@@ -26,6 +23,7 @@ from casebase.ingest.values import (
     patient_key,
     view_flags,
 )
+from casebase.imaging.vocabulary import Modality, Sex, View
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from casebase.errors import InputError
-from casebase.ingest.images import load_image, read_image_file
-from casebase.ingest.quality import measure_quality, quality_flags
+from casebase.imaging.files import read_image_file
+from casebase.imaging.images import load_image
+from casebase.imaging.quality import measure_quality, quality_flags
 from casebase.ingest.studies import ImageInput
 
 if TYPE_CHECKING:

@@ -15,12 +15,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from psycopg.types.json import Jsonb
 
+from casebase.db import bulk
 from casebase.db import spaces as db_spaces
+from casebase.db.bulk import copy_rows
+from casebase.db.connection import scalar
 from casebase.db.spaces import Space
 from casebase.errors import IngestError
 from casebase.ingest.studies import Reject, StudyInput
 
 if TYPE_CHECKING:
+    from psycopg import Connection
+
     from casebase.ingest.sanitize import SanitizedReport
     from casebase.synthesis.evidence import LabelledFinding as PreparedFinding
 
@@ -62,14 +67,14 @@ class LoadedStudy:
     batch: str
 
 
-def patient_salt(conn) -> str:
+def patient_salt(conn: Connection) -> str:
     row = conn.execute("SELECT value FROM casebase.setting WHERE key = 'patient_salt'").fetchone()
     if row is None:
         raise IngestError("casebase.setting has no patient_salt: run `casebase db upgrade`")
     return row[0]
 
 
-def begin_batch(conn, name: str, source: str, space: Space) -> None:
+def begin_batch(conn: Connection, name: str, source: str, space: Space) -> None:
     conn.execute(
         "INSERT INTO casebase.ingest_batch (name, source, space_id) VALUES (%s, %s, %s) "
         "ON CONFLICT (name) DO NOTHING",
@@ -80,6 +85,7 @@ def begin_batch(conn, name: str, source: str, space: Space) -> None:
         "LEFT JOIN casebase.embedding_space s USING (space_id) WHERE b.name = %s",
         (name,),
     ).fetchone()
+    assert row is not None  # the batch row was inserted just above
     if row[0] is not None and row[0] != space.space_id:
         raise IngestError(
             f"batch {name!r} was loaded into space {row[1]!r}, not {space.name!r}: "
@@ -98,7 +104,7 @@ def begin_batch(conn, name: str, source: str, space: Space) -> None:
     )
 
 
-def existing_studies(conn, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:
+def existing_studies(conn: Connection, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:
     if not study_ids:
         return {}
     rows = conn.execute(
@@ -108,7 +114,7 @@ def existing_studies(conn, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:
     return {r[0]: LoadedStudy(r[1], r[2]) for r in rows}
 
 
-def _allocate(conn, table: str, column: str, n: int) -> list[int]:
+def _allocate(conn: Connection, table: str, column: str, n: int) -> list[int]:
     if n == 0:
         return []
     rows = conn.execute(
@@ -118,15 +124,7 @@ def _allocate(conn, table: str, column: str, n: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _copy(conn, table: str, columns: Sequence[str], types: Sequence[str], rows) -> None:
-    sql = f"COPY casebase.{table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    with conn.cursor() as cur, cur.copy(sql) as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
-
-
-def write_rejects(conn, batch: str, rejects: Sequence[Reject]) -> None:
+def write_rejects(conn: Connection, batch: str, rejects: Sequence[Reject]) -> None:
     if not rejects:
         return
     with conn.cursor() as cur:
@@ -224,115 +222,12 @@ def write_chunk(
                     np.asarray(img.vector, dtype=np.float32),
                 )
             )
-    _copy(
-        conn,
-        "study",
-        (
-            "study_pk",
-            "study_id",
-            "patient_key",
-            "modality",
-            "body_part",
-            "view",
-            "age",
-            "sex",
-            "study_date",
-            "flags",
-            "batch",
-            "content_sha256",
-            "attributes",
-        ),
-        (
-            "int8",
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "float4",
-            "text",
-            "date",
-            "text[]",
-            "text",
-            "text",
-            "jsonb",
-        ),
-        study_rows,
-    )
-    _copy(
-        conn,
-        "image",
-        (
-            "image_pk",
-            "study_pk",
-            "uri",
-            "sha256",
-            "size_bytes",
-            "width",
-            "height",
-            "view",
-            "flags",
-            "quality",
-        ),
-        ("int8", "int8", "text", "text", "int8", "int4", "int4", "text", "text[]", "jsonb"),
-        image_rows,
-    )
-    _copy(
-        conn,
-        "report",
-        ("study_pk", "findings", "impression", "removed"),
-        ("int8", "text", "text", "text[]"),
-        report_rows,
-    )
-    _copy(
-        conn,
-        "report_raw",
-        ("study_pk", "raw_text", "accession"),
-        ("int8", "text", "text"),
-        raw_rows,
-    )
-    _copy(
-        conn,
-        "finding",
-        ("study_pk", "finding", "status", "backend", "version", "evidence", "location"),
-        ("int8", "text", "text", "text", "text", "text", "jsonb"),
-        finding_rows,
-    )
-    _copy(
-        conn,
-        "embedding",
-        (
-            "space_id",
-            "modality",
-            "image_pk",
-            "study_pk",
-            "study_id",
-            "patient_key",
-            "age",
-            "sex",
-            "view",
-            "flags",
-            "study_date",
-            "batch",
-            "vec",
-        ),
-        (
-            "int2",
-            "text",
-            "int8",
-            "int8",
-            "text",
-            "text",
-            "float4",
-            "text",
-            "text",
-            "text[]",
-            "date",
-            "text",
-            "vector",
-        ),
-        vector_rows,
-    )
+    copy_rows(conn, bulk.STUDY_ROWS, study_rows)
+    copy_rows(conn, bulk.IMAGE_ROWS, image_rows)
+    copy_rows(conn, bulk.REPORT_ROWS, report_rows)
+    copy_rows(conn, bulk.REPORT_RAW_ROWS, raw_rows)
+    copy_rows(conn, bulk.FINDING_ROWS, finding_rows)
+    copy_rows(conn, bulk.EMBEDDING_ROWS, vector_rows)
     write_rejects(conn, batch, rejects)
     # Rows that load now are no longer rejects of this batch (e.g. a fixed file re-run).
     loaded_rows = [(img.source, img.row_ref) for p in studies for img in p.study.images]
@@ -345,7 +240,7 @@ def write_chunk(
         )
 
 
-def finish_batch(conn, name: str, shard: str, stats: dict, n_shards: int) -> bool:
+def finish_batch(conn: Connection, name: str, shard: str, stats: dict, n_shards: int) -> bool:
     """Record one shard's stats; the batch is complete when every shard is. Returns that."""
     conn.execute("SELECT 1 FROM casebase.ingest_batch WHERE name = %s FOR UPDATE", (name,))
     conn.execute(
@@ -354,11 +249,12 @@ def finish_batch(conn, name: str, shard: str, stats: dict, n_shards: int) -> boo
         "WHERE name = %s",
         (shard, json.dumps(stats), name),
     )
-    done = conn.execute(
+    done = scalar(
+        conn,
         "SELECT count(*) FROM jsonb_object_keys((SELECT stats->'shards' FROM "
         "casebase.ingest_batch WHERE name = %s)) k WHERE k LIKE %s",
         (name, f"%/{n_shards}"),
-    ).fetchone()[0]
+    )
     complete = done >= n_shards
     if complete:
         conn.execute(

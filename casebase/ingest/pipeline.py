@@ -15,11 +15,16 @@ from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from casebase.errors import InputError, ManifestError
 from casebase.ingest import load
 from casebase.ingest.manifest import read_manifest
 from casebase.ingest.studies import Plan, Reject, StudyInput, content_sha256, plan_rows
+from casebase.progress import progress_bar
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +182,7 @@ def ingest(
     )
 
 
-def _record_failure(conn, batch: str, source: str, reason: str) -> None:
+def _record_failure(conn: Connection, batch: str, source: str, reason: str) -> None:
     with conn.transaction():
         conn.execute(
             "INSERT INTO casebase.ingest_batch (name, source) VALUES (%s, %s) "
@@ -190,7 +195,9 @@ def _record_failure(conn, batch: str, source: str, reason: str) -> None:
 class _BatchRun:
     """The mutable state of one run: what is pending, loaded, skipped, rejected."""
 
-    def __init__(self, conn, options: IngestOptions, space, salt: str, plan: Plan) -> None:
+    def __init__(
+        self, conn: Connection, options: IngestOptions, space, salt: str, plan: Plan
+    ) -> None:
         self.conn, self.options, self.space, self.salt = conn, options, space, salt
         self.studies = [s for s in plan.studies if in_shard(s.study_id, options.shard)]
         self.pending_rejects: list[Reject] = [
@@ -244,7 +251,7 @@ class _BatchRun:
             self._writer.shutdown(wait=True)
 
     def _skip_existing(self) -> list[StudyInput]:
-        from casebase.ingest.images import sha256_file
+        from casebase.imaging.files import sha256_file
 
         todo: list[StudyInput] = []
         for start in range(0, len(self.studies), 5000):
@@ -291,7 +298,9 @@ class _BatchRun:
         failures: dict[str, list[tuple]] = defaultdict(list)
         if any(item[2] is not None for item in items):
             warm_labeller()  # fails fast; forked workers inherit it loaded
-        bar = _progress(len(items), self.options.progress)
+        bar = progress_bar(
+            len(items), desc="embedding", enabled=self.options.progress, smoothing=0.1
+        )
         try:
             for ok, vectors, failed in encoder.embed_stream(
                 items,
@@ -299,7 +308,7 @@ class _BatchRun:
                 batch_size=self.options.batch_size,
                 workers=self.options.workers,  # None: embed_stream's default for the device
                 with_extra=True,
-                progress=bar.update if bar is not None else None,
+                progress=bar.update,
             ):
                 touched: list[StudyInput] = []
                 for ((img, *_), facts), vec in zip(ok, vectors, strict=True):
@@ -323,8 +332,7 @@ class _BatchRun:
                 if len(self.ready) >= self.options.chunk_size or (self.ready and writer_free):
                     self._flush()
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _finish_study(self, study: StudyInput, results: dict, failures: list) -> None:
         if failures:
@@ -334,7 +342,7 @@ class _BatchRun:
         self.ready.append(self._prepare(study, results))
 
     def _prepare(self, study: StudyInput, results: dict) -> load.PreparedStudy:
-        from casebase.ingest.values import patient_key
+        from casebase.imaging.values import patient_key
 
         images = []
         for img in study.images:
@@ -388,6 +396,7 @@ class _BatchRun:
             chunk, rejects = self.ready, self.pending_rejects
             self.ready, self.pending_rejects = [], []
             self._wait_writer()
+            assert self._writer is not None, "run() starts the writer before the first flush"
             self._writing = self._writer.submit(self._write, chunk, rejects)
         if final:
             self._wait_writer()
@@ -418,18 +427,3 @@ def _report_parts(study: StudyInput) -> tuple | None:
     if study.findings or study.impression or study.report:
         return (study.findings, study.impression, study.report)
     return None
-
-
-def _progress(total: int, enabled: bool | None):
-    if total == 0 or enabled is False:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="img",
-        desc="embedding",
-        disable=None if enabled is None else False,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from casebase.errors import InputError
-from casebase.ingest import values
+from casebase.imaging import values
 from casebase.ingest.manifest import SourceRow
 
 

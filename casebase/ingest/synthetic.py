@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from casebase.imaging.vocabulary import Modality, Sex, View
 from casebase.ingest import load
 from casebase.ingest.studies import StudyInput
 
-VIEWS = ("PA", "AP", "AP_SUPINE", "LATERAL")
+VIEWS = tuple(v.value for v in (View.PA, View.AP, View.AP_SUPINE, View.LATERAL))
+SEXES = (Sex.FEMALE.value, Sex.MALE.value)
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ def make_set(
     *,
     seed: int = 0,
     clusters: int = 50,
-    modalities: tuple[str, ...] = ("CXR", "KXR"),
+    modalities: tuple[str, ...] = (Modality.CXR.value, Modality.KXR.value),
     prefix: str = "SYN",
 ) -> SyntheticSet:
     rng = np.random.default_rng(seed)
@@ -45,7 +47,7 @@ def make_set(
     vecs = centers[assign] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     modality = [modalities[i] for i in rng.choice(len(modalities), size=n, p=_mod_p(modalities))]
-    sex = list(rng.choice(["F", "M"], size=n))
+    sex = list(rng.choice(SEXES, size=n))
     age = np.clip(rng.normal(55, 18, size=n), 0, 100).round(1)
     view = list(rng.choice(VIEWS, size=n, p=[0.5, 0.2, 0.15, 0.15]))
     portable = rng.random(n) < 0.15
@@ -70,7 +72,7 @@ def _mod_p(modalities: tuple[str, ...]) -> list[float]:
 
 
 def prepared(data: SyntheticSet, i: int, salt: str) -> load.PreparedStudy:
-    from casebase.ingest.values import patient_key
+    from casebase.imaging.values import patient_key
 
     study = StudyInput(
         study_id=data.study_ids[i],

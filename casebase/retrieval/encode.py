@@ -44,7 +44,7 @@ def load_query_image(image):
     """A path (image or DICOM), raw bytes, or a PIL image → an RGB PIL image."""
     from PIL import Image
 
-    from casebase.ingest.images import load_image
+    from casebase.imaging.images import load_image
 
     if isinstance(image, Image.Image):
         return image.convert("RGB")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import asdict, dataclass
 
 from casebase.errors import QueryError
+from casebase.imaging.vocabulary import FLAG_PATTERN, MAX_AGE_YEARS, MODALITY_CODE_PATTERN, Sex
 
-_FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_MODALITY = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
+_SEXES = tuple(Sex)
+_SEX_CHOICES = sorted(Sex)  # F, M, O
 
 
 @dataclass(frozen=True)
@@ -29,19 +29,20 @@ class Filters:
     exclude_same_patient: bool = True
 
     def __post_init__(self) -> None:
-        if self.modality is not None and not _MODALITY.match(self.modality):
+        if self.modality is not None and not MODALITY_CODE_PATTERN.match(self.modality):
             raise QueryError(f"unknown modality {self.modality!r} (e.g. CXR, KXR, CT)")
-        if self.sex is not None and self.sex not in ("F", "M", "O"):
-            raise QueryError(f"sex must be F, M or O, got {self.sex!r}")
+        if self.sex is not None and self.sex not in _SEXES:
+            choices = f"{', '.join(_SEX_CHOICES[:-1])} or {_SEX_CHOICES[-1]}"
+            raise QueryError(f"sex must be {choices}, got {self.sex!r}")
         if self.age is not None:
             low, high = self.age
             for value in (low, high):
-                if value is not None and not 0 <= value <= 130:
-                    raise QueryError(f"age {value} is outside 0-130")
+                if value is not None and not 0 <= value <= MAX_AGE_YEARS:
+                    raise QueryError(f"age {value} is outside 0-{MAX_AGE_YEARS:g}")
             if low is not None and high is not None and low > high:
                 raise QueryError(f"impossible age range {low:g}-{high:g}")
         for flag in (*self.exclude_flags, *self.require_flags):
-            if not _FLAG.match(flag):
+            if not FLAG_PATTERN.match(flag):
                 raise QueryError(f"invalid flag {flag!r} (lower-case letters, digits, _)")
         if self.date_from and self.date_to and self.date_from > self.date_to:
             raise QueryError(f"impossible date range {self.date_from} to {self.date_to}")

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from casebase.errors import QueryError
 from casebase.retrieval.filters import Filters
 from casebase.retrieval.hits import Hit
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +82,16 @@ def _hits(rows) -> list[Hit]:
             view=r[6],
             flags=tuple(r[7] or ()),
             impression=r[8],
-            extra={"image_id": r[9], "route": r[10], "score": r[12]},
+            image_id=r[9],
+            route=r[10],
             sources=tuple(r[11] or ("image",)),
+            score=r[12],
         )
         for r in rows
     ]
 
 
-def _run(conn, sql: str, params: list[object], timeout_ms: int) -> list:
+def _run(conn: Connection, sql: str, params: list[object], timeout_ms: int) -> list:
     import psycopg
 
     with conn.transaction():
@@ -193,7 +200,7 @@ def search_hybrid(
     return _hits(_run(conn, sql, [vec, text, k, *params], timeout_ms))
 
 
-def study_vectors(conn, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
+def study_vectors(conn: Connection, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
     rows = conn.execute(
         "SELECT image_id, vec FROM casebase.embeddings WHERE image_id = ANY(%s)",
         (list(image_ids),),
@@ -218,7 +225,7 @@ def diversify(
         patient = (patient_keys or {}).get(hit.study_id)
         if patient and patient in seen_patients:
             continue
-        vec = vectors.get(hit.extra.get("image_id"))
+        vec = vectors.get(hit.image_id) if hit.image_id is not None else None
         if vec is not None and kept_vecs:
             nearest = 1.0 - float(np.max(np.stack(kept_vecs) @ vec))
             if nearest < min_distance:
@@ -230,4 +237,4 @@ def diversify(
             seen_patients.add(patient)
         if len(kept) == k:
             break
-    return [Hit(**{**h.__dict__, "rank": i + 1}) for i, h in enumerate(kept)]
+    return [replace(h, rank=i + 1) for i, h in enumerate(kept)]

@@ -33,13 +33,13 @@ from itertools import combinations
 from typing import Any
 
 from casebase.errors import InputError
+from casebase.imaging.vocabulary import STATUSES
 from casebase.retrieval.hits import Hit
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["STATUSES", "WEIGHTS", "Aggregate", "CoOccurrence", "FindingCount", "aggregate"]
 
-STATUSES = ("present", "uncertain", "absent")
 WEIGHTS = ("similarity", "uniform")
 
 

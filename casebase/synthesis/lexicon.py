@@ -31,10 +31,9 @@ from typing import Any
 import yaml
 
 from casebase.errors import ConfigError
+from casebase.imaging.vocabulary import STATUSES
 
 DEFAULT_PATH = Path(__file__).with_name("lexicon.yaml")
-
-STATUSES = ("present", "uncertain", "absent")
 
 MACROS: dict[str, str] = {
     "be": (

@@ -1,51 +1,29 @@
-"""What `casebase train` writes: the model checkpoint and the resumable training state.
+"""A training run's own files and starting point: the resumable state and the base model.
 
-Two files per run directory, with different jobs:
+A run directory holds two things with different jobs:
 
-- ``model.pt`` + ``model.json``: the best model so far, in the format
-  ``casebase.embedding`` loads (``load_encoder(checkpoint=...)``): the state dict
-  and its config (architecture, image size, preprocessing, sha256), plus the
-  training provenance (base, text source, held-out P@k history). This is what
-  ``casebase spaces add --checkpoint`` registers.
-- ``last.pt``: the state after the last *completed* epoch (model, optimizer,
+- ``model.pt`` + ``model.json``: the best model so far, written in the format
+  ``load_encoder(checkpoint=...)`` reads, by :mod:`casebase.embedding.checkpoint`
+  (which owns reading and writing it), plus the training provenance (base, text
+  source, held-out P@k history). This is what ``casebase spaces add --checkpoint``
+  registers.
+- ``last.pt`` (here): the state after the last *completed* epoch (model, optimizer,
   the loss head, RNG, history, early-stopping counters). A re-run with the same
   ``--out`` resumes from it. It is a training artefact, never an embedding space.
-
-Every file is written to a temporary name in the same directory, flushed to
-disk and renamed over the old one (``os.replace`` is atomic on POSIX), so a run
-killed at any moment leaves either the old file or the new one, never half of
-one. ``model.pt`` is replaced before ``model.json``: a crash between the two
-leaves a pair whose sha256 disagrees, which loading reports as an error (a
-re-run rewrites both); it never loads the wrong weights silently.
+  It is written atomically like the checkpoint (temporary file, fsync, rename).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from casebase.embedding_presets import sha256_of
+from casebase.embedding.checkpoint import ModelConfig, atomic_write, model_config
 from casebase.errors import CasebaseError, InputError
 
-log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.pt"
 STATE_FILE = "last.pt"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """How to rebuild the trained architecture: the ``model_cfg`` half of ``model.json``."""
-
-    model_cfg: dict[str, Any]
-    image_size: int
-    quick_gelu: bool
-    preprocess_cfg: dict[str, Any]
 
 
 # A small open_clip ResNet at 64 px (about 1.3 M vision parameters) that learns on 2 CPU
@@ -71,44 +49,11 @@ SMALL_RESNET_CFG = {
 }
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via ``write(fileobj)`` to a temporary sibling, fsync, rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_checkpoint(
-    out: Path, model: Any, config: ModelConfig, provenance: dict[str, Any]
-) -> tuple[Path, str]:
-    """Write ``out/model.pt`` and ``out/model.json``; return the .pt path and its sha256."""
-    import torch
-
-    weights = out / MODEL_FILE
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda fh: torch.save(state, fh))
-    sha = sha256_of(weights)
-    write_config(out, config, provenance, sha)
-    log.info("checkpoint written: %s (sha256 %s…)", weights, sha[:12])
-    return weights, sha
-
-
 def save_state(out: Path, state: dict[str, Any]) -> None:
     """Write the resumable training state ``out/last.pt`` atomically."""
     import torch
 
-    _atomic_write(out / STATE_FILE, lambda fh: torch.save(state, fh))
+    atomic_write(out / STATE_FILE, lambda fh: torch.save(state, fh))
 
 
 def load_state(out: Path) -> dict[str, Any] | None:
@@ -143,21 +88,6 @@ def check_resumable(out: Path, saved: dict[str, Any], fingerprint: dict[str, Any
         )
 
 
-def write_config(out: Path, config: ModelConfig, provenance: dict[str, Any], sha: str) -> None:
-    """Rewrite ``model.json`` with newer provenance (e.g. the full P@k history); the
-    weights and their sha256 are unchanged."""
-    document = {
-        "model_cfg": config.model_cfg,
-        "image_size": config.image_size,
-        "quick_gelu": config.quick_gelu,
-        "preprocess_cfg": config.preprocess_cfg,
-        **provenance,
-        "sha256": sha,
-    }
-    text = json.dumps(document, indent=2, default=str).encode()
-    _atomic_write((out / MODEL_FILE).with_suffix(".json"), lambda fh: fh.write(text))
-
-
 # --- the model training starts from ---------------------------------------------------
 
 
@@ -170,30 +100,6 @@ class Base:
     name: str  # provenance: a preset, a checkpoint path, a config file
     random_init: bool  # True when no pretrained weights were loaded
     config: ModelConfig
-
-
-_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
-
-
-def model_config(model: Any, arch: str) -> ModelConfig:
-    """What ``model.json`` needs to rebuild ``model`` without open_clip's registry entry."""
-    import copy
-
-    import open_clip
-    from open_clip.transformer import QuickGELU
-
-    from casebase.embedding_presets import image_size
-
-    cfg = open_clip.get_model_config(arch)
-    if cfg is None:
-        raise CasebaseError(f"open_clip has no config for architecture {arch!r}")
-    pp = model.visual.preprocess_cfg
-    return ModelConfig(
-        model_cfg=copy.deepcopy(cfg),
-        image_size=image_size(pp["size"]),
-        quick_gelu=any(isinstance(m, QuickGELU) for m in model.modules()),
-        preprocess_cfg={k: pp[k] for k in _PREPROCESS_KEYS if k in pp},
-    )
 
 
 def load_base(base: str | None, space: Any, *, pretrained: str | None, seed: int) -> Base:
@@ -228,7 +134,7 @@ def _from_config_file(path: Path, seed: int) -> Base:
     import open_clip
     import torch
 
-    from casebase.embedding_presets import quiet_random_init_warning, register_arch
+    from casebase.embedding.build import quiet_random_init_warning, register_arch
 
     try:
         raw = json.loads(path.read_text())

@@ -5,7 +5,7 @@ The loss is open_clip's ``SigLipLoss`` with same-text pairs as positives (see
 
 The run: a held-out split by patient (``data.split_by_patient``); after every
 epoch, exact kNN precision@k on the held-out images (``data.precision_at_k``);
-the best epoch is the checkpoint (``checkpoint.write_checkpoint``), early
+the best epoch is the checkpoint (``casebase.embedding.checkpoint.write_checkpoint``), early
 stopping after ``patience`` epochs without improvement, a wall-clock budget
 (``max_minutes``), ``out/last.pt`` after every epoch so a re-run resumes, and
 a non-finite loss stops the run with the last good checkpoint kept.
@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from casebase.embedding.checkpoint import MODEL_FILE, write_checkpoint, write_config
+from casebase.embedding.workers import worker_init
 from casebase.errors import CasebaseError, InputError
+from casebase.progress import progress_bar
 from casebase.train import checkpoint as ck
 from casebase.train.data import (
     Pair,
@@ -274,10 +277,10 @@ def train(
         elif partial or (deadline is not None and time.monotonic() >= deadline):
             stopped = "time budget"
     if run.sha is not None:
-        ck.write_config(out, start.config, {**provenance, **run.provenance()}, run.sha)
+        write_config(out, start.config, {**provenance, **run.provenance()}, run.sha)
     return TrainResult(
         out=str(out),
-        checkpoint=str(out / ck.MODEL_FILE) if run.sha else None,
+        checkpoint=str(out / MODEL_FILE) if run.sha else None,
         sha256=run.sha,
         space=sp.name,
         base=start.name,
@@ -376,16 +379,19 @@ class _Run:
                 len(pairs), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             ).tolist()
             ordered = [pairs[i] for i in order]
-            loader = DataLoader(
-                PairImages([p.uri for p in ordered], transform),
+            loader: Any = DataLoader(
+                PairImages([p.uri for p in ordered], transform),  # type: ignore[arg-type]
                 batch_size=batch_size,
                 shuffle=False,
                 num_workers=self.workers,
                 collate_fn=collate,
                 drop_last=len(ordered) > batch_size,
                 pin_memory=self.device.startswith("cuda"),
+                worker_init_fn=worker_init(),  # workers die with this process
             )
-            bar = _bar(len(loader), f"epoch {epoch}", self.progress)
+            bar = progress_bar(
+                len(loader), desc=f"epoch {epoch}", unit="batch", enabled=self.progress, leave=False
+            )
             self.model.train()
             losses, partial, dropped = [], False, 0
             try:
@@ -400,15 +406,13 @@ class _Run:
                         self._diverged(epoch, loss, lr)
                     losses.append(loss)
                     self.step += 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{loss:.4f}")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
                     if deadline is not None and time.monotonic() >= deadline:
                         partial = True
                         break
             finally:
-                if bar is not None:
-                    bar.close()
+                bar.close()
         if dropped:
             log.warning("epoch %d: %d images could not be read and were skipped", epoch, dropped)
         return (float(np.mean(losses)) if losses else float("nan")), partial
@@ -442,7 +446,7 @@ class _Run:
 
     def _diverged(self, epoch: int, loss: float, lr: float) -> None:
         kept = (
-            f"the last good checkpoint {self.out / ck.MODEL_FILE} (epoch {self.best_epoch},"
+            f"the last good checkpoint {self.out / MODEL_FILE} (epoch {self.best_epoch},"
             f" held-out P@{self.k} {self.best:.3f}) is kept"
             if self.sha
             else "no checkpoint had been written yet"
@@ -462,12 +466,13 @@ class _Run:
         import torch
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(
-            PairImages([p.uri for p in held], transform),
+        loader: Any = DataLoader(
+            PairImages([p.uri for p in held], transform),  # type: ignore[arg-type]
             batch_size=256,
             shuffle=False,
             num_workers=self.workers,
             collate_fn=collate,
+            worker_init_fn=worker_init(),
         )
         self.model.eval()
         vectors, kept = [], []
@@ -514,7 +519,7 @@ class _Run:
         self.epoch = epoch
         if precision > self.best:
             self.best, self.best_epoch, self.stale = precision, epoch, 0
-            _, self.sha = ck.write_checkpoint(
+            _, self.sha = write_checkpoint(
                 self.out, self.model, self.start.config, {**provenance, **self.provenance()}
             )
         else:
@@ -545,18 +550,3 @@ class _Run:
                 "optimizer": self.opt.state_dict(),
             },
         )
-
-
-def _bar(total: int, desc: str, enabled: bool | None):
-    if enabled is False or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit="batch",
-        disable=None if enabled is None else False,
-        dynamic_ncols=True,
-        leave=False,
-    )

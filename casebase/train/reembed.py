@@ -21,48 +21,23 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from psycopg.types.json import Jsonb
 
 from casebase.db import spaces as db_spaces
+from casebase.db.bulk import EMBEDDING_ROWS, copy_rows
+from casebase.db.connection import scalar
 from casebase.db.spaces import Space
 from casebase.errors import InputError
+from casebase.progress import progress_bar
 from casebase.train.data import TextSource, text_of_study
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from psycopg import Connection
 
-_COLUMNS = (
-    "space_id",
-    "modality",
-    "image_pk",
-    "study_pk",
-    "study_id",
-    "patient_key",
-    "age",
-    "sex",
-    "view",
-    "flags",
-    "study_date",
-    "batch",
-    "vec",
-)
-_TYPES = (
-    "int2",
-    "text",
-    "int8",
-    "int8",
-    "text",
-    "text",
-    "float4",
-    "text",
-    "text",
-    "text[]",
-    "date",
-    "text",
-    "vector",
-)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,10 +86,12 @@ def fusion_spec(fuse_text: str | None, w_img: float, w_text: float) -> dict | No
     return {"text": str(source), "w_img": float(w_img), "w_text": float(w_text)}
 
 
-def _settle_fusion(conn, space: Space, wanted: dict | None) -> None:
-    has_rows = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM casebase.embedding WHERE space_id = %s)", (space.space_id,)
-    ).fetchone()[0]
+def _settle_fusion(conn: Connection, space: Space, wanted: dict | None) -> None:
+    has_rows = scalar(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM casebase.embedding WHERE space_id = %s)",
+        (space.space_id,),
+    )
     if space.fusion == wanted:
         return
     if space.fusion is not None:
@@ -144,7 +121,7 @@ WHERE e.space_id = %(src)s {batches}
 
 def _load_row(row: tuple) -> Any:
     """Decode worker: a page row → its image (module level, so it pickles)."""
-    from casebase.ingest.images import load_image
+    from casebase.imaging.images import load_image
 
     return load_image(row[-1])
 
@@ -172,7 +149,6 @@ def reembed(
     images into an empty space drops its HNSW indexes first and builds them once
     at the end, which is much faster than growing the graphs row by row.
     """
-    from casebase.ingest.load import _copy
     from casebase.retrieval.encode import encoder_for_space
 
     started = time.perf_counter()
@@ -184,10 +160,10 @@ def reembed(
     text_source = TextSource.parse(fuse_text) if fuse_text else None
     params = {"src": src.space_id, "dst": dst.space_id, "batches": list(batches or [])}
     todo_sql = _TODO.format(batches="AND e.batch = ANY(%(batches)s)" if batches else "")
-    todo = conn.execute("SELECT count(*) " + todo_sql, params).fetchone()[0]
-    already = conn.execute(
-        "SELECT count(*) FROM casebase.embedding WHERE space_id = %s", (dst.space_id,)
-    ).fetchone()[0]
+    todo = scalar(conn, "SELECT count(*) " + todo_sql, params)
+    already = scalar(
+        conn, "SELECT count(*) FROM casebase.embedding WHERE space_id = %s", (dst.space_id,)
+    )
     modalities = [
         r[0]
         for r in conn.execute(
@@ -203,7 +179,7 @@ def reembed(
 
     added = failed = fused = 0
     text_vectors: dict[str, np.ndarray] = {}
-    bar = _bar(todo, progress)
+    bar = progress_bar(todo, desc="reembed", enabled=progress, smoothing=0.1)
     last = 0
     try:
         while True:
@@ -228,7 +204,7 @@ def reembed(
                 _load_row,
                 batch_size=batch_size,
                 workers=workers,
-                progress=bar.update if bar is not None else None,
+                progress=bar.update,
             ):
                 failed += len(bad)
                 for row, vec in zip(ok, vectors, strict=True):
@@ -242,15 +218,14 @@ def reembed(
                     )
             for modality in sorted({r[1] for r in rows}):
                 db_spaces.ensure_partition(conn, dst, modality)
-            _copy(conn, "embedding", _COLUMNS, _TYPES, rows)
+            copy_rows(conn, EMBEDDING_ROWS, rows)
             conn.commit()
             added += len(rows)
     except BaseException:
         conn.rollback()
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if bulk:
         for modality in modalities:
             db_spaces.create_vector_index(conn, dst, modality)
@@ -271,18 +246,3 @@ def _text_vector(encoder: Any, text: str, cache: dict[str, np.ndarray]) -> np.nd
 def _fuse(image: np.ndarray, text: np.ndarray, fusion: dict) -> np.ndarray:
     v = fusion["w_img"] * image + fusion["w_text"] * text
     return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
-def _bar(total: int, enabled: bool | None):
-    if total == 0 or enabled is False:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="img",
-        desc="reembed",
-        disable=None if enabled is None else False,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from alembic import context
 from sqlalchemy import create_engine, pool
 
 from casebase.db.connection import checked_url, sqlalchemy_url
-from casebase.db.models import SCHEMA, metadata
+from casebase.db.models import include_name, metadata
 
 config = context.config
-
-LEAF_PARTITION = re.compile(r"^embedding_s\d+(_\w+)?$")
-
-
-def include_name(name, type_, parent_names) -> bool:
-    """Compare only casebase's own schema, and not the leaf partitions made at run time."""
-    if type_ == "schema":
-        return name == SCHEMA
-    if type_ == "table" and name and LEAF_PARTITION.match(name):
-        return False
-    return True
 
 
 def run_migrations_online() -> None:

@@ -4,10 +4,12 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-22
 
-The SQL objects that are not tables (views, functions, roles) live in
-``casebase/db/sql/`` so that later revisions can replace them by file.
+Views and functions are replaceable objects (``casebase/db/replaceable.py``): each is
+installed from ``casebase/db/sql/<object>/0001.sql``, which carries its own grants.
+Roles and the schema-wide grants on tables run once, here.
 """
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -15,12 +17,26 @@ from alembic import op
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy.dialects import postgresql
 
-from casebase.db.sql_files import run_sql_file
+from casebase.db import replaceable
 
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+log = logging.getLogger("casebase.db.migrations")
+
+# Installed in this order; each file also holds the object's grants.
+_OBJECTS = (
+    "ensure_embedding_partition",
+    "studies",
+    "images",
+    "findings",
+    "batches",
+    "rejects",
+    "spaces",
+    "embeddings",
+)
 
 
 def upgrade() -> None:
@@ -31,11 +47,49 @@ def upgrade() -> None:
         "INSERT INTO casebase.setting (key, value) "
         "VALUES ('patient_salt', encode(sha256(gen_random_uuid()::text::bytea), 'hex'))"
     )
-    run_sql_file("0001_objects.sql")
+    _create_roles()
+    _grant_tables()
+    for name in _OBJECTS:
+        replaceable.install(name, revision)
 
 
 def downgrade() -> None:
+    """Drop the schema with everything in it. The roles stay: they are the server's."""
+    tuned = op.get_bind().execute(
+        sa.text("SELECT key, value FROM casebase.setting WHERE key <> 'patient_salt' ORDER BY key")
+    )
+    log.warning(
+        "dropping schema casebase: its data goes, and with it the patient salt and the settings %s",
+        ", ".join(f"{key}={value}" for key, value in tuned) or "(none)",
+    )
     op.execute("DROP SCHEMA casebase CASCADE")
+
+
+def _create_roles() -> None:
+    op.execute(
+        """
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'casebase_analyst') THEN
+        CREATE ROLE casebase_analyst NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'casebase_ingest') THEN
+        CREATE ROLE casebase_ingest NOLOGIN;
+    END IF;
+END
+$roles$;
+"""
+    )
+
+
+def _grant_tables() -> None:
+    """Tables are private to analysts (they read views); ingest writes every table."""
+    op.execute("REVOKE ALL ON ALL TABLES IN SCHEMA casebase FROM PUBLIC")
+    op.execute("GRANT USAGE ON SCHEMA casebase TO casebase_analyst, casebase_ingest")
+    op.execute(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA casebase TO casebase_ingest"
+    )
+    op.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA casebase TO casebase_ingest")
 
 
 def _create_tables() -> None:

@@ -3,13 +3,17 @@
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-22
+
+Both groups check the schema revision before working, and resolve spaces through the
+view ``casebase.spaces`` (``casebase/db/sql/spaces/0003.sql``), which gains the columns
+they need.
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-from casebase.db.sql_files import run_sql_file
+from casebase.db import replaceable
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -18,15 +22,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    run_sql_file("0003_grants.sql")
+    op.execute("GRANT SELECT ON public.alembic_version TO casebase_analyst, casebase_ingest")
+    replaceable.install("spaces", revision)
 
 
 def downgrade() -> None:
     op.execute("REVOKE SELECT ON public.alembic_version FROM casebase_analyst, casebase_ingest")
-    op.execute("DROP VIEW casebase.spaces")
-    op.execute(
-        "CREATE VIEW casebase.spaces AS SELECT name AS space, model_name, pretrained, "
-        "checkpoint_sha256, dim, image_size, preprocess, fusion, is_default, created_at "
-        "FROM casebase.embedding_space"
-    )
-    op.execute("GRANT SELECT ON casebase.spaces TO casebase_analyst")
+    # The older view has fewer columns, which CREATE OR REPLACE VIEW cannot remove.
+    replaceable.reinstall_previous("spaces", before=revision, drop_first=True)

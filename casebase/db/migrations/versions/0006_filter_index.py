@@ -9,12 +9,14 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from casebase.db.sql_files import run_sql_file
+from casebase.db import replaceable
 
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+_OBJECTS = ("ensure_embedding_partition", "similar_to_vector")
 
 _COVERING = (
     "(sex, age) INCLUDE (view, flags, study_date, batch, patient_key, study_id, study_pk, image_pk)"
@@ -46,12 +48,15 @@ $do$;
 
 
 def upgrade() -> None:
-    run_sql_file("0006_filter_index.sql")
+    """New leaves get the covering index from ensure_embedding_partition; existing
+    leaves get it here."""
+    for name in _OBJECTS:
+        replaceable.install(name, revision)
     op.execute(_swap_leaf_indexes("_filters", _COVERING, "_sex_age"))
 
 
 def downgrade() -> None:
-    """Revision 0005's functions (its file re-creates them; its settings insert is a
-    no-op on conflict) and its plain (sex, age) index on every leaf."""
-    run_sql_file("0005_hnsw_params.sql")
+    """The functions live before 0006, and the plain (sex, age) index on every leaf."""
+    for name in _OBJECTS:
+        replaceable.reinstall_previous(name, before=revision)
     op.execute(_swap_leaf_indexes("_sex_age", "(sex, age)", "_filters"))
