@@ -120,3 +120,52 @@ def test_chromium_draws_the_page_without_console_errors(tmp_path: Path) -> None:
     # Not blank: text, thumbnails and bars put many non-white pixels on the page.
     assert (pixels < 200).mean() > 0.05, (pixels < 200).mean()
     assert pixels.std() > 20, pixels.std()
+
+
+def test_cli_writes_a_page_with_every_hits_film(cohort_url, monkeypatch, tmp_path, capsys):
+    from casebase.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", cohort_url)
+    out = tmp_path / "brief.html"
+    assert main(["brief", "--study", "DEMO-C0007", "-k", "8", "--html", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "not a diagnosis" in captured.out.lower()  # the text brief still prints
+    assert f"HTML brief written to {out}" in captured.err
+    page = out.read_text(encoding="utf-8")
+    parser = _Collect()
+    parser.feed(page)
+    imgs = [a for t, a in parser.tags if t == "img"]
+    assert len(imgs) == 9, len(imgs)  # the query's film and the 8 hits' films
+    assert "image unavailable" not in page
+    ids = re.findall(r"<h3>#\d+ (DEMO-[CK]\d{4})</h3>", page)
+    assert len(ids) == 8 and "DEMO-C0007" not in ids, ids
+    shown = render(out, tmp_path)
+    assert shown.console == [], shown.console
+
+
+def test_python_client_returns_the_page(cohort_url):
+    from casebase.client import connect
+
+    with connect(cohort_url) as client:
+        hits = client.search(study_id="DEMO-C0003", k=4)
+        brief = client.brief(hits, query="study DEMO-C0003")
+        page = client.brief_html(brief, hits, study_id="DEMO-C0003")
+    assert page.startswith("<!DOCTYPE html>") and page.count("<img ") == 5
+    assert all(h.study_id in page for h in hits)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("missing/brief.html", "does not exist"), (".", "it is a folder")],
+)
+def test_html_path_errors_are_one_line_before_any_search(
+    tmp_path, monkeypatch, capsys, where, message
+):
+    from casebase.cli import main
+
+    # No database at all: the path is checked first, so the error is the path's.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    assert main(["brief", "--study", "X", "--html", str(tmp_path / where)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("casebase: error: cannot write the HTML brief") and message in err
+    assert len(err.splitlines()) == 1, err

@@ -25,15 +25,17 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from casebase.errors import InputError
 from casebase.synthesis.aggregate import FindingCount
 
 if TYPE_CHECKING:
     from casebase.retrieval.hits import Hit
     from casebase.synthesis.brief import Brief
 
-__all__ = ["THUMBNAIL_PX", "encode_thumbnail", "render_html"]
+__all__ = ["THUMBNAIL_PX", "encode_thumbnail", "output_path", "render_html"]
 
 THUMBNAIL_PX = 192
 _MIME = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg"}
@@ -68,6 +70,19 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
                vertical-align: middle; }
 a:focus, summary:focus { outline: 3px solid #1f5fbf; outline-offset: 2px; }
 """
+
+
+def output_path(path: str | Path) -> Path:
+    """Where an HTML brief goes, checked before any search runs: its folder must exist
+    (no silent ``mkdir -p`` of a typo) and it must not be a folder itself."""
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"cannot write the HTML brief to {out}: it is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise InputError(
+            f"cannot write the HTML brief to {out}: folder {out.parent} does not exist"
+        )
+    return out
 
 
 def encode_thumbnail(image, *, size: int = THUMBNAIL_PX) -> bytes:
