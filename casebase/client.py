@@ -18,6 +18,7 @@ from casebase.retrieval.filters import Filters
 from casebase.retrieval.hits import Hit
 
 if TYPE_CHECKING:
+    from casebase.synthesis.brief import Brief
     from casebase.synthesis.llm import LLMBackend
 
 log = logging.getLogger(__name__)
@@ -283,6 +284,47 @@ class Client:
         return contact_sheet(
             path, query_image=query_image, query_label=label, hits=hits, image_paths=paths
         )
+
+    def brief_html(
+        self,
+        brief: Brief,
+        hits: Sequence[Hit],
+        *,
+        image=None,
+        study_id: str | None = None,
+        path: str | Path | None = None,
+    ) -> str:
+        """``brief`` as one self-contained HTML page (``Brief.render_html``) with the
+        hits' films and the query's inlined as thumbnails; written to ``path`` if given.
+
+        The query film is ``image``, else the first image of ``study_id``. A file that
+        cannot be read shows as "image unavailable": a moved archive never stops a brief.
+        """
+        from casebase.retrieval.grid import _open
+        from casebase.retrieval.lookup import first_image_uri
+        from casebase.synthesis.brief_html import encode_thumbnail, output_path
+
+        out = output_path(path) if path is not None else None
+        if image is not None:
+            from casebase.retrieval.encode import load_query_image
+
+            query = load_query_image(image)
+        else:
+            query = _open(first_image_uri(self.conn, study_id)) if study_id else None
+        uris = self.image_uris(hits)
+        thumbnails = {}
+        for hit in hits:
+            film = _open(uris.get(hit.image_id)) if hit.image_id is not None else None
+            if film is not None:
+                thumbnails[hit.study_id] = encode_thumbnail(film)
+        page = brief.render_html(
+            hits,
+            thumbnails=thumbnails,
+            query_thumbnail=encode_thumbnail(query) if query is not None else None,
+        )
+        if out is not None:
+            out.write_text(page, encoding="utf-8")
+        return page
 
     # ------------------------------------------------------------------ findings & briefs
     def findings(self, study_ids: Sequence[str], *, backend: str = "rules"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from casebase.commands.search import add_filter_arguments, filters_from_args, run_search
 
@@ -14,6 +15,12 @@ def add_parser(sub) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="the brief as JSON (every study id)")
     fmt.add_argument("--markdown", action="store_true", help="the brief as a Markdown table")
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the brief as one self-contained HTML page (films as thumbnails, "
+        "a findings chart with the study ids behind each bar); its folder must exist",
+    )
     p.add_argument(
         "--exclude-flag-after",
         action="append",
@@ -84,6 +91,10 @@ def run_brief(args: argparse.Namespace) -> int:
     from casebase.client import connect
 
     backend = _llm_backend(args)
+    if args.html:  # before the search: a typo in the folder costs nothing
+        from casebase.synthesis.brief_html import output_path
+
+        output_path(args.html)
     with connect() as client:
         hits = run_search(client, args)
         query = (
@@ -102,6 +113,9 @@ def run_brief(args: argparse.Namespace) -> int:
             llm=backend,
             narrate=args.llm_narrate,
         )
+        if args.html:
+            client.brief_html(brief, hits, image=args.image, study_id=args.study, path=args.html)
+            print(f"HTML brief written to {args.html}", file=sys.stderr)
     if args.json:
         print(brief.to_json())
     elif args.markdown:

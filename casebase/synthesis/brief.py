@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casebase.errors import InputError
 from casebase.synthesis.aggregate import Aggregate, FindingCount
 from casebase.synthesis.llm_results import STATUSES, LLMExtraction, LLMUsage
+
+if TYPE_CHECKING:
+    from casebase.retrieval.hits import Hit
 
 __all__ = ["DISCLAIMER", "SCHEMA", "Brief", "LLMCount", "LLMSection"]
 
@@ -443,6 +446,26 @@ class Brief:
         if agg.n_with_report and agg.n_with_report != agg.n_hits:
             out += f" Percentages are of the {agg.n_with_report} cases with a report."
         return out + f" Cases without a report: {len(agg.no_report_ids)}."
+
+    def summary(self, *, labels: Mapping[str, str] | None = None, max_findings: int = 10) -> str:
+        """The brief's paragraph for people ("Of the 50 most similar cases ...")."""
+        return self._summary(labels, max_findings)
+
+    def render_html(
+        self,
+        hits: Sequence[Hit],
+        *,
+        thumbnails: Mapping[str, bytes] | None = None,
+        query_thumbnail: bytes | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """One self-contained HTML page: query film, hits as thumbnails, a findings chart
+        with the study ids behind each bar (see :mod:`casebase.synthesis.brief_html`)."""
+        from casebase.synthesis.brief_html import render_html
+
+        return render_html(
+            self, hits, thumbnails=thumbnails, query_thumbnail=query_thumbnail, labels=labels
+        )
 
     def render_text(
         self, *, labels: Mapping[str, str] | None = None, max_ids: int = 10, max_findings: int = 10
