@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from casebase.errors import InputError
 from casebase.synthesis.aggregate import Aggregate, FindingCount
+from casebase.synthesis.disclaimer import DISCLAIMER
 from casebase.synthesis.llm_results import STATUSES, LLMExtraction, LLMUsage
 
 if TYPE_CHECKING:
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["DISCLAIMER", "SCHEMA", "Brief", "LLMCount", "LLMSection"]
 
 SCHEMA = "casebase.brief/1"
-DISCLAIMER = (
-    "Decision support, not a diagnosis: these counts describe what was reported "
-    "for visually similar past cases, not what this image shows."
-)
 
 
 def _jsonable(value: object, where: str) -> object:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from casebase.errors import InputError
 from casebase.synthesis.aggregate import FindingCount
+from casebase.synthesis.disclaimer import DISCLAIMER
 
 if TYPE_CHECKING:
     from casebase.retrieval.hits import Hit
@@ -214,8 +215,6 @@ def render_html(
     """The page for ``brief`` and its ``hits`` (rank order). ``thumbnails`` maps a study
     id to PNG/JPEG bytes (see :func:`encode_thumbnail`); a hit without one shows
     "image unavailable", so a missing file never stops the brief."""
-    from casebase.synthesis.brief import DISCLAIMER
-
     thumbs = thumbnails or {}
     query_alt = f"Query film: {brief.query}"
     cards = "".join(_case(h, thumbs.get(h.study_id)) for h in hits)
