@@ -180,7 +180,7 @@ class Client:
                 exact=exact,
                 timeout_ms=timeout,
             )
-        elif study_id is not None:
+        elif study_id is not None and text:
             # The study's query image, modality and patient, by the rule similar_cases uses.
             from casebase.retrieval.lookup import query_image
 
@@ -224,7 +224,7 @@ class Client:
                     timeout_ms=timeout,
                 )
         if diverse:
-            vectors = s.study_vectors(self.conn, [h.image_id for h in hits])
+            vectors = s.study_vectors(self.conn, [h.image_id for h in hits if h.image_id])
             patients = self._patient_keys([h.study_id for h in hits])
             hits = s.diversify(hits, vectors, k=k, min_distance=diverse, patient_keys=patients)
         self.conn.commit()
@@ -309,7 +309,7 @@ class Client:
 
             query_image = load_query_image(image)
             label = str(image) if isinstance(image, str | Path) else "image"
-        elif study_id is not None:
+        elif study_id is not None and text:
             uri = query_image_uri(self.conn, study_id, self.space(space).name)
             query_image, label = _open(uri), study_id
         else:

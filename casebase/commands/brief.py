@@ -43,7 +43,8 @@ def add_parser(sub) -> None:
     llm.add_argument(
         "--llm-narrate",
         action="store_true",
-        help="add the LLM's narrative of the counts (numbers checked)",
+        help="add a narrative of the rule counts: statements the LLM picks, checked against "
+        "the counts and written by casebase",
     )
     p.set_defaults(run=run_brief)
     r = sub.add_parser("relabel", help="re-extract findings after a lexicon change")

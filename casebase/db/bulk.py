@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 __all__ = [
     "EMBEDDING_ROWS",
@@ -45,7 +49,7 @@ class CopySpec:
         return f"COPY casebase.{self.table} ({', '.join(self.names)}) FROM STDIN (FORMAT BINARY)"
 
 
-def copy_rows(conn, spec: CopySpec, rows: Iterable[Sequence[object]]) -> None:
+def copy_rows(conn: Connection, spec: CopySpec, rows: Iterable[Sequence[object]]) -> None:
     """Write ``rows`` (tuples in ``spec``'s column order) in the caller's transaction."""
     with conn.cursor() as cur, cur.copy(spec.sql) as copy:
         copy.set_types(list(spec.types))

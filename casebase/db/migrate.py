@@ -11,8 +11,12 @@ import re
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from casebase.errors import DatabaseError, SchemaError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 _REVISION = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.M)
 
@@ -81,19 +85,26 @@ def _run(fn, url: str, revision: str) -> None:
     except CommandError as exc:
         raise SchemaError(f"migration to {revision!r} failed: {exc}") from exc
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        from casebase.db.lost import is_lost, lost_error
+
+        orig = getattr(exc, "orig", None)
+        if orig is not None and is_lost(orig):
+            raise lost_error(orig) from exc
+        reason = str(orig or exc).strip().splitlines()[0]
         raise DatabaseError(f"migration to {revision!r} failed: {reason}") from exc
 
 
-def current_revision(conn) -> str | None:
-    exists = conn.execute("SELECT to_regclass('public.alembic_version')").fetchone()[0]
+def current_revision(conn: Connection) -> str | None:
+    from casebase.db.connection import scalar
+
+    exists = scalar(conn, "SELECT to_regclass('public.alembic_version')")
     if exists is None:
         return None
     row = conn.execute("SELECT version_num FROM public.alembic_version").fetchone()
     return row[0] if row else None
 
 
-def ensure_current(conn) -> None:
+def ensure_current(conn: Connection) -> None:
     """Refuse to work on a schema that is missing or behind, saying how to fix it."""
     current = current_revision(conn)
     head = head_revision()

@@ -252,10 +252,10 @@ def load_encoder(
     if checkpoint is not None:
         if model is not None:
             raise ModelError("pass either a model or a checkpoint, not both")
-        net, spec, arch = build_from_checkpoint(open_clip, Path(checkpoint))
+        net, fields, arch = build_from_checkpoint(open_clip, Path(checkpoint))
     else:
         assert model is not None
-        net, spec, arch = build_named(open_clip, model, pretrained, allow_random_weights)
+        net, fields, arch = build_named(open_clip, model, pretrained, allow_random_weights)
 
     net = net.to(device).eval()
     from open_clip.transform import PreprocessCfg, image_transform_v2
@@ -266,10 +266,10 @@ def load_encoder(
         is_train=False,
     )
     spec = SpaceSpec(
-        name=spec["name"],
-        model_name=spec["model_name"],
-        pretrained=spec["pretrained"],
-        checkpoint_sha256=spec["sha256"],
+        name=fields["name"],
+        model_name=fields["model_name"],
+        pretrained=fields["pretrained"],
+        checkpoint_sha256=fields["sha256"],
         dim=_embed_dim(net),
         image_size=image_size(pp["size"]),
         preprocess=_describe(pp),

@@ -18,11 +18,14 @@ from psycopg.types.json import Jsonb
 from casebase.db import bulk
 from casebase.db import spaces as db_spaces
 from casebase.db.bulk import copy_rows
+from casebase.db.connection import scalar
 from casebase.db.spaces import Space
 from casebase.errors import IngestError
 from casebase.ingest.studies import Reject, StudyInput
 
 if TYPE_CHECKING:
+    from psycopg import Connection
+
     from casebase.ingest.sanitize import SanitizedReport
     from casebase.synthesis.evidence import LabelledFinding as PreparedFinding
 
@@ -64,14 +67,14 @@ class LoadedStudy:
     batch: str
 
 
-def patient_salt(conn) -> str:
+def patient_salt(conn: Connection) -> str:
     row = conn.execute("SELECT value FROM casebase.setting WHERE key = 'patient_salt'").fetchone()
     if row is None:
         raise IngestError("casebase.setting has no patient_salt: run `casebase db upgrade`")
     return row[0]
 
 
-def begin_batch(conn, name: str, source: str, space: Space) -> None:
+def begin_batch(conn: Connection, name: str, source: str, space: Space) -> None:
     conn.execute(
         "INSERT INTO casebase.ingest_batch (name, source, space_id) VALUES (%s, %s, %s) "
         "ON CONFLICT (name) DO NOTHING",
@@ -82,6 +85,7 @@ def begin_batch(conn, name: str, source: str, space: Space) -> None:
         "LEFT JOIN casebase.embedding_space s USING (space_id) WHERE b.name = %s",
         (name,),
     ).fetchone()
+    assert row is not None  # the batch row was inserted just above
     if row[0] is not None and row[0] != space.space_id:
         raise IngestError(
             f"batch {name!r} was loaded into space {row[1]!r}, not {space.name!r}: "
@@ -100,7 +104,7 @@ def begin_batch(conn, name: str, source: str, space: Space) -> None:
     )
 
 
-def existing_studies(conn, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:
+def existing_studies(conn: Connection, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:
     if not study_ids:
         return {}
     rows = conn.execute(
@@ -110,7 +114,7 @@ def existing_studies(conn, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:
     return {r[0]: LoadedStudy(r[1], r[2]) for r in rows}
 
 
-def _allocate(conn, table: str, column: str, n: int) -> list[int]:
+def _allocate(conn: Connection, table: str, column: str, n: int) -> list[int]:
     if n == 0:
         return []
     rows = conn.execute(
@@ -120,7 +124,7 @@ def _allocate(conn, table: str, column: str, n: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def write_rejects(conn, batch: str, rejects: Sequence[Reject]) -> None:
+def write_rejects(conn: Connection, batch: str, rejects: Sequence[Reject]) -> None:
     if not rejects:
         return
     with conn.cursor() as cur:
@@ -236,7 +240,7 @@ def write_chunk(
         )
 
 
-def finish_batch(conn, name: str, shard: str, stats: dict, n_shards: int) -> bool:
+def finish_batch(conn: Connection, name: str, shard: str, stats: dict, n_shards: int) -> bool:
     """Record one shard's stats; the batch is complete when every shard is. Returns that."""
     conn.execute("SELECT 1 FROM casebase.ingest_batch WHERE name = %s FOR UPDATE", (name,))
     conn.execute(
@@ -245,11 +249,12 @@ def finish_batch(conn, name: str, shard: str, stats: dict, n_shards: int) -> boo
         "WHERE name = %s",
         (shard, json.dumps(stats), name),
     )
-    done = conn.execute(
+    done = scalar(
+        conn,
         "SELECT count(*) FROM jsonb_object_keys((SELECT stats->'shards' FROM "
         "casebase.ingest_batch WHERE name = %s)) k WHERE k LIKE %s",
         (name, f"%/{n_shards}"),
-    ).fetchone()[0]
+    )
     complete = done >= n_shards
     if complete:
         conn.execute(

@@ -121,13 +121,13 @@ def read_manifest(
                 continue
             fields: dict[str, str] = {}
             attributes: dict[str, str] = {}
-            for raw, name, value in zip(header, names, values, strict=False):
-                value = value.strip()
-                if name is None:
+            for raw, column, cell in zip(header, names, values, strict=False):
+                value = cell.strip()
+                if column is None:
                     if value:
                         attributes[raw.strip()] = value
-                elif value and not fields.get(name):
-                    fields[name] = value
+                elif value and not fields.get(column):
+                    fields[column] = value
             rows.append(SourceRow(str(path), f"line {line_no}", fields, attributes, base))
     except csv.Error as exc:
         raise ManifestError(f"manifest {path.name} is not valid CSV: {exc}") from exc

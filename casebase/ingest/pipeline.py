@@ -15,12 +15,16 @@ from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from casebase.errors import InputError, ManifestError
 from casebase.ingest import load
 from casebase.ingest.manifest import read_manifest
 from casebase.ingest.studies import Plan, Reject, StudyInput, content_sha256, plan_rows
 from casebase.progress import progress_bar
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +182,7 @@ def ingest(
     )
 
 
-def _record_failure(conn, batch: str, source: str, reason: str) -> None:
+def _record_failure(conn: Connection, batch: str, source: str, reason: str) -> None:
     with conn.transaction():
         conn.execute(
             "INSERT INTO casebase.ingest_batch (name, source) VALUES (%s, %s) "
@@ -191,7 +195,9 @@ def _record_failure(conn, batch: str, source: str, reason: str) -> None:
 class _BatchRun:
     """The mutable state of one run: what is pending, loaded, skipped, rejected."""
 
-    def __init__(self, conn, options: IngestOptions, space, salt: str, plan: Plan) -> None:
+    def __init__(
+        self, conn: Connection, options: IngestOptions, space, salt: str, plan: Plan
+    ) -> None:
         self.conn, self.options, self.space, self.salt = conn, options, space, salt
         self.studies = [s for s in plan.studies if in_shard(s.study_id, options.shard)]
         self.pending_rejects: list[Reject] = [
@@ -390,6 +396,7 @@ class _BatchRun:
             chunk, rejects = self.ready, self.pending_rejects
             self.ready, self.pending_rejects = [], []
             self._wait_writer()
+            assert self._writer is not None, "run() starts the writer before the first flush"
             self._writing = self._writer.submit(self._write, chunk, rejects)
         if final:
             self._wait_writer()

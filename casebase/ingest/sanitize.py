@@ -303,7 +303,8 @@ _COMPARISON_INLINE = re.compile(
 def _after_comparison(sentence: str) -> str:
     """What follows a comparison statement that lacks its full stop ("Comparison XXXX,
     XXXX Hyperexpansion of the lungs.") is a finding: keep it; else drop it all."""
-    rest = sentence[_COMPARISON_WORDS.match(sentence).end() :]
+    words = _COMPARISON_WORDS.match(sentence)
+    rest = sentence[words.end() :] if words else sentence
     return rest if re.match(r"[A-Z][a-z]+[ \t]+\S", rest) else ""
 
 
@@ -362,11 +363,8 @@ def _sentences(text: str, found: set[str]) -> str:
         if sent.strip():
             if _COMMUNICATION.search(sent):
                 found.add("communication")
-                sent = (
-                    re.match(r"\W*\d{1,2}\.", sent).group(0)
-                    if re.match(r"\W*\d{1,2}\.", sent)
-                    else ""
-                )
+                numbered = re.match(r"\W*\d{1,2}\.", sent)
+                sent = numbered.group(0) if numbered else ""
             elif lead := _COMPARISON_LEAD.match(sent):
                 found.add("comparison")
                 rest = sent[lead.end() :]

@@ -14,12 +14,16 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from casebase.errors import QueryError
 from casebase.retrieval.filters import Filters
 from casebase.retrieval.search import search_vector
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,9 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _labels_by_column(conn, space_id: int, modality: str, column: str) -> dict[str, set[str]]:
+def _labels_by_column(
+    conn: Connection, space_id: int, modality: str, column: str
+) -> dict[str, set[str]]:
     rows = conn.execute(
         "SELECT DISTINCT e.study_id, s.attributes ->> %s FROM casebase.embedding e "
         "JOIN casebase.study s USING (study_pk) WHERE e.space_id = %s AND e.modality = %s",
@@ -79,7 +85,7 @@ def _labels_by_column(conn, space_id: int, modality: str, column: str) -> dict[s
     return out
 
 
-def _labels_by_findings(conn, space_id: int, modality: str) -> dict[str, set[str]]:
+def _labels_by_findings(conn: Connection, space_id: int, modality: str) -> dict[str, set[str]]:
     rows = conn.execute(
         "SELECT DISTINCT e.study_id, f.finding FROM casebase.embedding e "
         "JOIN casebase.finding f USING (study_pk) "
@@ -240,7 +246,7 @@ def evaluate(
     )
 
 
-def _only_modality(conn, space_id: int) -> str:
+def _only_modality(conn: Connection, space_id: int) -> str:
     rows = conn.execute(
         "SELECT DISTINCT modality FROM casebase.embedding WHERE space_id = %s ORDER BY 1",
         (space_id,),

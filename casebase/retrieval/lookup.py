@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
+    from psycopg import Connection
 
 
-def image_uris(conn, image_ids: Sequence[int]) -> dict[int, str]:
+def image_uris(conn: Connection, image_ids: Sequence[int]) -> dict[int, str]:
     """image_id → the URI (file path) it was loaded from."""
     rows = conn.execute(
         "SELECT image_id, uri FROM casebase.images WHERE image_id = ANY(%s)", (list(image_ids),)
@@ -36,7 +37,7 @@ class QueryImage:
     patient_key: str | None
 
 
-def query_image(conn, study_id: str, space: str | None = None) -> QueryImage:
+def query_image(conn: Connection, study_id: str, space: str | None = None) -> QueryImage:
     """The query image of ``study_id`` in ``space`` (default: the default space), by the
     one SQL rule every search uses; an unknown study or one with no image in the space
     is a QueryError."""
@@ -53,11 +54,13 @@ def query_image(conn, study_id: str, space: str | None = None) -> QueryImage:
             ).fetchone()
     except psycopg.errors.InvalidParameterValue as exc:
         raise QueryError(str(exc.diag.message_primary or exc).strip()) from exc
+    if row is None:  # the function raises instead; a replaced one might not
+        raise QueryError(f"study {study_id!r} has no query image")
     image_id, vector, modality, patient_key = row
     return QueryImage(study_id, image_id, as_array(vector), modality, patient_key)
 
 
-def query_image_uri(conn, study_id: str, space: str | None = None) -> str | None:
+def query_image_uri(conn: Connection, study_id: str, space: str | None = None) -> str | None:
     """The URI of a study's query image (the film a study query is shown by); None if
     the study is unknown or has no image in the space."""
     from casebase.errors import QueryError
@@ -71,7 +74,7 @@ def query_image_uri(conn, study_id: str, space: str | None = None) -> str | None
 
 
 def study_ids(
-    conn,
+    conn: Connection,
     *,
     batch: str | None = None,
     modality: str | None = None,
@@ -82,7 +85,8 @@ def study_ids(
     """Study ids in id order: of ``batch`` and ``modality``, with none of
     ``exclude_flags``, and whose manifest attribute KEY contains VALUE for each item of
     ``attribute_contains`` (a substring: label columns list several labels)."""
-    where, params = ["true"], []
+    where: list[str] = ["true"]
+    params: list[object] = []
     if batch is not None:
         where.append("batch = %s")
         params.append(batch)

@@ -6,12 +6,16 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from casebase.errors import QueryError
 from casebase.retrieval.filters import Filters
 from casebase.retrieval.hits import Hit
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,9 @@ _CASTS = {
 }
 
 
-def _call(conn, function: str, args: Sequence[tuple[str, object]], timeout_ms: int) -> list[Hit]:
+def _call(
+    conn: Connection, function: str, args: Sequence[tuple[str, object]], timeout_ms: int
+) -> list[Hit]:
     """``SELECT … FROM casebase.<function>(name => value, …)``: every argument named and
     bound as a parameter; an unset filter is left to the function's default (NULL)."""
     named, params = [], []
@@ -103,7 +109,7 @@ def _hits(rows) -> list[Hit]:
     ]
 
 
-def _run(conn, sql: str, params: list[object], timeout_ms: int) -> list:
+def _run(conn: Connection, sql: str, params: list[object], timeout_ms: int) -> list:
     import psycopg
 
     with conn.transaction():
@@ -134,7 +140,7 @@ def _query_vector(vector):
 
 
 def search_vector(
-    conn,
+    conn: Connection,
     vector,
     *,
     k: int,
@@ -159,7 +165,7 @@ def search_vector(
 
 
 def search_study(
-    conn,
+    conn: Connection,
     study_id: str,
     *,
     k: int,
@@ -183,7 +189,7 @@ def search_study(
 
 
 def search_hybrid(
-    conn,
+    conn: Connection,
     vector,
     text: str,
     *,
@@ -210,7 +216,7 @@ def search_hybrid(
     return _call(conn, "hybrid_search", args, timeout_ms)
 
 
-def study_vectors(conn, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
+def study_vectors(conn: Connection, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
     rows = conn.execute(
         "SELECT image_id, vec FROM casebase.embeddings WHERE image_id = ANY(%s)",
         (list(image_ids),),
@@ -240,7 +246,7 @@ def diversify(
         patient = (patient_keys or {}).get(hit.study_id)
         if patient and patient in seen_patients:
             continue
-        vec = vectors.get(hit.image_id)
+        vec = vectors.get(hit.image_id) if hit.image_id is not None else None
         if vec is not None and kept_vecs:
             nearest = 1.0 - float(np.max(np.stack(kept_vecs) @ vec))
             if nearest < min_distance:

@@ -202,6 +202,7 @@ class Sentence:
         for cue in self.cues:
             if cue.kind == "link":
                 continue
+            candidates: list[tuple[int | None, Cue]]
             if start <= cue.start and cue.end <= end:
                 candidates = [(0, cue)] if cue.kind == "hedge" else []
             elif cue.start < end and start < cue.end:

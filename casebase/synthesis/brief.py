@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from casebase.errors import InputError
 from casebase.synthesis.aggregate import Aggregate, FindingCount
@@ -79,7 +80,7 @@ def describe_filters(filters: Mapping[str, object], exclude_flags: tuple[str, ..
         if key == "modality":
             parts.append(_value(v))
         elif key == "age_min" or (key == "age" and isinstance(v, list) and len(v) == 2):
-            lo, hi = (age_min, age_max) if key == "age_min" else v  # type: ignore[misc]
+            lo, hi = (age_min, age_max) if key == "age_min" else tuple(v)  # type: ignore[arg-type]
             parts.append(f"age {lo}–{hi}" if hi is not None else f"age ≥ {lo}")
         elif key in ("exclude_flags", "exclude"):
             excluding += [f for f in (v if isinstance(v, list) else [v]) if f not in excluding]
@@ -124,8 +125,9 @@ class LLMSection:
     are recomputed from its validated per-report labels; ``errors`` maps each study it
     could not label to a one-line reason, and those studies count nowhere; ``notes``
     maps studies that had no text worth sending to why. ``narrative`` is an optional
-    LLM narrative of the *rule* counts, checked to state no number that is not in
-    them; ``narrative_error`` says why it is missing when it was asked for.
+    narrative of the *rule* counts: casebase's sentences for statements an LLM chose
+    and the counts bear out (``llm_narrative.py``), never the model's own text;
+    ``narrative_error`` says in one line why it is missing when it was asked for.
     """
 
     model: str
@@ -184,7 +186,7 @@ class LLMSection:
         order = {sid: i for i, sid in enumerate(sent)}
         labelled = sorted(
             (sid for sid in extraction.labels if sid in order and sid not in extraction.errors),
-            key=order.get,
+            key=order.__getitem__,
         )
         by_finding: dict[str, dict[str, list[str]]] = {}
         for sid in labelled:
@@ -250,7 +252,7 @@ class LLMSection:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> LLMSection:
+    def from_dict(cls, data: Mapping[str, Any]) -> LLMSection:
         try:
             u = data["usage"]
             usage = LLMUsage(
@@ -490,7 +492,7 @@ class Brief:
         if self.llm is None:
             return []
         rules = {c.finding: c.present for c in self.aggregate.counts}
-        rows = [
+        rows: list[tuple[str, LLMCount | None, int]] = [
             (c.finding, c, rules.get(c.finding, 0))
             for c in self.llm.counts
             if c.present or rules.get(c.finding, 0)
@@ -575,7 +577,7 @@ class Brief:
             "",
         ]
         rules = {c.finding: c.present for c in self.aggregate.counts}
-        rows = [(c.finding, c) for c in llm.counts]
+        rows: list[tuple[str, LLMCount | None]] = [(c.finding, c) for c in llm.counts]
         rows += [(f, None) for f, c, _ in self.llm_rows() if c is None]
         if rows:
             lines += [

@@ -379,8 +379,8 @@ class _Run:
                 len(pairs), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             ).tolist()
             ordered = [pairs[i] for i in order]
-            loader = DataLoader(
-                PairImages([p.uri for p in ordered], transform),
+            loader: Any = DataLoader(
+                PairImages([p.uri for p in ordered], transform),  # type: ignore[arg-type]
                 batch_size=batch_size,
                 shuffle=False,
                 num_workers=self.workers,
@@ -466,8 +466,8 @@ class _Run:
         import torch
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(
-            PairImages([p.uri for p in held], transform),
+        loader: Any = DataLoader(
+            PairImages([p.uri for p in held], transform),  # type: ignore[arg-type]
             batch_size=256,
             shuffle=False,
             num_workers=self.workers,
