@@ -309,7 +309,7 @@ class Client:
 
             query_image = load_query_image(image)
             label = str(image) if isinstance(image, str | Path) else "image"
-        elif study_id is not None and text:
+        elif study_id is not None:
             uri = query_image_uri(self.conn, study_id, self.space(space).name)
             query_image, label = _open(uri), study_id
         else:

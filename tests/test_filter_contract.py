@@ -307,7 +307,7 @@ def test_study_with_text_excludes_the_study_and_its_patient(url, meta, client, u
     assert [h["study_id"] for h in run_cli(case, capsys)] == [h.study_id for h in every]
 
 
-def test_one_query_image_rule(url, meta, vectors, client, tmp_path):
+def test_one_query_image_rule(url, meta, vectors, client, tmp_path, monkeypatch):
     """EXTRA-003's images are a lateral, a PA and an AP, in id order: the PA stands for it
     in SQL (query_image, similar_cases), in the client and on the contact sheet."""
     from casebase.retrieval.lookup import query_image, query_image_uri
@@ -336,8 +336,13 @@ def test_one_query_image_rule(url, meta, vectors, client, tmp_path):
     got = [round(h.distance, 5) for h in hits]
     assert got == [round(1 - float(vectors[h.image_id] @ vectors[pa]), 5) for h in hits], got
     assert got != [round(1 - float(vectors[h.image_id] @ vectors[lateral]), 5) for h in hits]
-    sheet = client.contact_sheet(tmp_path / "sheet.png", hits[:2], study_id="EXTRA-003")
-    assert sheet.is_file()
+    # The contact sheet's query tile (the first file it opens) is the PA too.
+    from casebase.retrieval import grid
+
+    opened: list[str | None] = []
+    monkeypatch.setattr(grid, "_open", lambda path: opened.append(path))
+    client.contact_sheet(tmp_path / "sheet.png", hits[:2], study_id="EXTRA-003")
+    assert opened[:1] == [meta.images[pa]["uri"]], opened
 
 
 def test_no_caller_picks_a_query_image_of_its_own():
