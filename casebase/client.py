@@ -7,6 +7,8 @@ torch is imported only when a query needs the encoder (an image or a text).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,6 +109,10 @@ class Client:
         view: str | Sequence[str] | None = None,
         exclude_flags: Sequence[str] = (),
         require_flags: Sequence[str] = (),
+        date_from: dt.date | None = None,
+        date_to: dt.date | None = None,
+        batches: Sequence[str] | None = None,
+        attributes: dict[str, str] | None = None,
         exclude_same_patient: bool = True,
         exact: bool = False,
         space: str | None = None,
@@ -118,9 +124,13 @@ class Client:
 
         Exactly one of ``image`` / ``study_id`` / ``vector`` may be given, with or
         without ``text``; ``text`` alone searches image vectors through the text tower
-        *and* report full text, merged by reciprocal rank fusion (``hybrid``).
-        ``diverse=0.02`` drops hits of a patient already shown, or within that cosine
-        distance of a hit already kept.
+        *and* report full text, merged by reciprocal rank fusion (``hybrid``); with a
+        query it adds report full text to that query's image list. The filters are the
+        keyword arguments or one ``filters=Filters(...)`` (not both), and every kind of
+        query applies all of them in SQL (``casebase._filter``). A study query (with or
+        without text) excludes the study and, unless ``exclude_same_patient=False``, its
+        patient; its modality is the default one. ``diverse=0.02`` drops hits of a
+        patient already shown, or within that cosine distance of a hit already kept.
         """
         from casebase.retrieval import search as s
 
@@ -134,16 +144,29 @@ class Client:
             raise QueryError(f"give one query, not {' and '.join(given)}")
         if not given and not text:
             raise QueryError("nothing to search for: give an image, text, study_id or vector")
+        if given and text and hybrid is False:
+            raise QueryError(
+                f"hybrid=False would ignore the text of a {given[0]} + text query: drop one"
+            )
+        views = (view,) if isinstance(view, str) else (tuple(view) if view else None)
+        loose = Filters(
+            modality=modality,
+            sex=sex,
+            age=age,
+            views=views,
+            exclude_flags=tuple(exclude_flags),
+            require_flags=tuple(require_flags),
+            date_from=date_from,
+            date_to=date_to,
+            batches=tuple(batches) if batches else None,
+            attributes=attributes,
+            exclude_same_patient=exclude_same_patient,
+        )
         if filters is None:
-            views = (view,) if isinstance(view, str) else (tuple(view) if view else None)
-            filters = Filters(
-                modality=modality,
-                sex=sex,
-                age=age,
-                views=views,
-                exclude_flags=tuple(exclude_flags),
-                require_flags=tuple(require_flags),
-                exclude_same_patient=exclude_same_patient,
+            filters = loose
+        elif loose != Filters():
+            raise QueryError(
+                "give the filters as filters=Filters(...) or as keyword arguments, not both"
             )
         fetch_k = min(self.settings.max_k, k * 3) if diverse else k
         timeout = self.settings.statement_timeout_ms
@@ -158,10 +181,27 @@ class Client:
                 exact=exact,
                 timeout_ms=timeout,
             )
-        else:
-            qvec = self._query_vector(
-                space_obj, image=image, vector=vector, study_id=study_id, text=text
+        elif study_id is not None and text:
+            # The study's query image, modality and patient, by the rule similar_cases uses.
+            from casebase.retrieval.lookup import query_image
+
+            query = query_image(self.conn, study_id, space_obj.name)
+            if filters.modality is None:
+                filters = dataclasses.replace(filters, modality=query.modality)
+            hits = s.search_hybrid(
+                self.conn,
+                query.vector,
+                text,
+                k=fetch_k,
+                filters=filters,
+                space=space_obj.name,
+                exact=exact,
+                exclude_patient=query.patient_key if filters.exclude_same_patient else None,
+                exclude_study=study_id,
+                timeout_ms=timeout,
             )
+        else:
+            qvec = self._query_vector(space_obj, image=image, vector=vector, text=text)
             use_hybrid = bool(text) if hybrid is None else hybrid
             if use_hybrid and text:
                 hits = s.search_hybrid(
@@ -171,6 +211,7 @@ class Client:
                     k=fetch_k,
                     filters=filters,
                     space=space_obj.name,
+                    exact=exact,
                     timeout_ms=timeout,
                 )
             else:
@@ -181,7 +222,6 @@ class Client:
                     filters=filters,
                     space=space_obj.name,
                     exact=exact,
-                    exclude_study=study_id,
                     timeout_ms=timeout,
                 )
         if diverse:
@@ -191,8 +231,9 @@ class Client:
         self.conn.commit()
         return hits[:k]
 
-    def _query_vector(self, space, *, image, vector, study_id, text):
-
+    def _query_vector(self, space, *, image, vector, text):
+        """The vector of an image, vector or text query (a study's comes from SQL:
+        ``casebase.query_image``)."""
         from casebase.retrieval import encode
         from casebase.retrieval.search import as_array
 
@@ -206,15 +247,6 @@ class Client:
             return vec
         if image is not None:
             return encode.image_vector(space, image, self.settings.device)
-        if study_id is not None:
-            row = self.conn.execute(
-                "SELECT e.vec FROM casebase.embeddings e WHERE e.study_id = %s AND e.space = %s "
-                "ORDER BY e.image_id LIMIT 1",
-                (study_id, space.name),
-            ).fetchone()
-            if row is None:
-                raise QueryError(f"unknown study id {study_id!r} (or no image in {space.name})")
-            return as_array(row[0])
         return encode.text_vector(space, text, self.settings.device)
 
     def _patient_keys(self, study_ids: Sequence[str]) -> dict[str, str | None]:
@@ -264,12 +296,14 @@ class Client:
         image=None,
         study_id: str | None = None,
         text: str | None = None,
+        space: str | None = None,
     ) -> Path:
         """Write a PNG grid of the query and its hits (``casebase search --grid``). The
-        query tile shows ``image``, else the first image of ``study_id``, else none (the
-        ``text`` as its label); a hit whose file cannot be read shows as unavailable."""
+        query tile shows ``image``, else the query image of ``study_id`` in ``space`` (the
+        one the search used: ``casebase.query_image``), else none (the ``text`` as its
+        label); a hit whose file cannot be read shows as unavailable."""
         from casebase.retrieval.grid import _open, contact_sheet
-        from casebase.retrieval.lookup import first_image_uri
+        from casebase.retrieval.lookup import query_image_uri
 
         if image is not None:
             from casebase.retrieval.encode import load_query_image
@@ -277,7 +311,8 @@ class Client:
             query_image = load_query_image(image)
             label = str(image) if isinstance(image, str | Path) else "image"
         elif study_id is not None:
-            query_image, label = _open(first_image_uri(self.conn, study_id)), study_id
+            uri = query_image_uri(self.conn, study_id, self.space(space).name)
+            query_image, label = _open(uri), study_id
         else:
             query_image, label = None, repr(text)
         paths = self.image_uris(hits)

@@ -138,7 +138,12 @@ def run(args: argparse.Namespace) -> int:
             print(render_table(hits))
         if args.grid:
             path = client.contact_sheet(
-                args.grid, hits, image=args.image, study_id=args.study, text=args.text
+                args.grid,
+                hits,
+                image=args.image,
+                study_id=args.study,
+                text=args.text,
+                space=args.space,
             )
             print(f"contact sheet: {path}")
     return 0

@@ -1,15 +1,18 @@
 """Small reads around a search: the image files of hits, and studies picked by metadata.
 
-They read the analyst views (``casebase.images``, ``casebase.studies``), so an analyst
-login can use them; the client calls them (a contact sheet, a demo's query study).
+They read the analyst views (``casebase.images``, ``casebase.studies``) and call
+``casebase.query_image``, so an analyst login can use them; the client calls them (the
+query image of a study search, a contact sheet, a demo's query study).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     from psycopg import Connection
 
 
@@ -21,18 +24,57 @@ def image_uris(conn: Connection, image_ids: Sequence[int]) -> dict[int, str]:
     return dict(rows)
 
 
-def first_image_uri(conn: Connection, study_id: str) -> str | None:
-    """The URI of a study's first image (the one a study query is shown by); None if the
-    study is unknown."""
-    row = conn.execute(
-        "SELECT uri FROM casebase.images WHERE study_id = %s ORDER BY image_id LIMIT 1",
-        (study_id,),
-    ).fetchone()
-    return row[0] if row else None
+@dataclass(frozen=True)
+class QueryImage:
+    """The image that stands for a study in a search (``casebase.query_image``: a
+    frontal view first, then the lowest image id), with what a search by the study
+    needs: its modality (the default leaf) and patient key (excluded from the hits)."""
+
+    study_id: str
+    image_id: int
+    vector: np.ndarray
+    modality: str
+    patient_key: str | None
+
+
+def query_image(conn: Connection, study_id: str, space: str | None = None) -> QueryImage:
+    """The query image of ``study_id`` in ``space`` (default: the default space), by the
+    one SQL rule every search uses; an unknown study or one with no image in the space
+    is a QueryError."""
+    import psycopg
+
+    from casebase.errors import QueryError
+    from casebase.retrieval.search import as_array
+
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT image_id, vec, modality, patient_key FROM casebase.query_image(%s, %s)",
+                (study_id, space),
+            ).fetchone()
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise QueryError(str(exc.diag.message_primary or exc).strip()) from exc
+    if row is None:  # the function raises instead; a replaced one might not
+        raise QueryError(f"study {study_id!r} has no query image")
+    image_id, vector, modality, patient_key = row
+    return QueryImage(study_id, image_id, as_array(vector), modality, patient_key)
+
+
+def query_image_uri(conn: Connection, study_id: str, space: str | None = None) -> str | None:
+    """The URI of a study's query image (the film a study query is shown by); None if
+    the study is unknown or has no image in the space."""
+    from casebase.errors import QueryError
+
+    try:
+        image = query_image(conn, study_id, space)
+    except QueryError:
+        return None
+    uris = image_uris(conn, [image.image_id])
+    return uris.get(image.image_id)
 
 
 def study_ids(
-    conn,
+    conn: Connection,
     *,
     batch: str | None = None,
     modality: str | None = None,
