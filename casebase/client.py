@@ -327,16 +327,18 @@ class Client:
         *,
         image=None,
         study_id: str | None = None,
+        space: str | None = None,
         path: str | Path | None = None,
     ) -> str:
         """``brief`` as one self-contained HTML page (``Brief.render_html``) with the
         hits' films and the query's inlined as thumbnails; written to ``path`` if given.
 
-        The query film is ``image``, else the first image of ``study_id``. A file that
+        The query film is ``image``, else the query image of ``study_id`` in ``space``
+        (``casebase.query_image``, the one the search used). A file that
         cannot be read shows as "image unavailable": a moved archive never stops a brief.
         """
         from casebase.retrieval.grid import _open
-        from casebase.retrieval.lookup import first_image_uri
+        from casebase.retrieval.lookup import query_image_uri
         from casebase.synthesis.brief_html import encode_thumbnail, output_path
 
         out = output_path(path) if path is not None else None
@@ -345,7 +347,8 @@ class Client:
 
             query = load_query_image(image)
         else:
-            query = _open(first_image_uri(self.conn, study_id)) if study_id else None
+            uri = query_image_uri(self.conn, study_id, self.space(space).name) if study_id else None
+            query = _open(uri)
         uris = self.image_uris(hits)
         thumbnails = {}
         for hit in hits:

@@ -114,7 +114,9 @@ def run_brief(args: argparse.Namespace) -> int:
             narrate=args.llm_narrate,
         )
         if args.html:
-            client.brief_html(brief, hits, image=args.image, study_id=args.study, path=args.html)
+            client.brief_html(
+                brief, hits, image=args.image, study_id=args.study, space=args.space, path=args.html
+            )
             print(f"HTML brief written to {args.html}", file=sys.stderr)
     if args.json:
         print(brief.to_json())
