@@ -3,10 +3,15 @@
 A chunk commits whole studies only (study, images, report, findings, vectors
 together), so a batch killed at any moment leaves no half-written study, and
 a re-run skips what is already there by study id and content hash.
+
+Also the batch's own bookkeeping: its row in ``ingest_batch`` (running, complete, or
+failed with the error), and the advisory lock that keeps two runs of one batch (and
+shard) from loading it at the same time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,11 +76,36 @@ def patient_salt(conn) -> str:
     return row[0]
 
 
+def batch_lock_key(name: str, shard: tuple[int, int]) -> int:
+    """The advisory lock key of one batch and shard: 64 bits of a SHA-256, signed.
+
+    Per shard, so that ``--shard I/N`` runs of one batch still load in parallel."""
+    text = f"casebase ingest\0{name}\0{shard[0]}/{shard[1]}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def try_lock_batch(conn, name: str, shard: tuple[int, int]) -> bool:
+    """Take this session's advisory lock on the batch (and shard), or say it is taken.
+
+    A session lock: it outlives transactions and goes with the connection, so a run
+    killed with ``kill -9`` frees it as soon as the server notices the closed socket."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (batch_lock_key(name, shard),))
+    locked = bool(row.fetchone()[0])
+    conn.commit()
+    return locked
+
+
 def begin_batch(conn, name: str, source: str, space: Space) -> None:
     conn.execute(
         "INSERT INTO casebase.ingest_batch (name, source, space_id) VALUES (%s, %s, %s) "
         "ON CONFLICT (name) DO NOTHING",
         (name, source, space.space_id),
+    )
+    # A run that failed left the batch ``failed``: this one is running it again.
+    conn.execute(
+        "UPDATE casebase.ingest_batch SET status = 'running', error = NULL "
+        "WHERE name = %s AND status = 'failed'",
+        (name,),
     )
     row = conn.execute(
         "SELECT b.space_id, s.name FROM casebase.ingest_batch b "
@@ -97,6 +127,15 @@ def begin_batch(conn, name: str, source: str, space: Space) -> None:
         "DELETE FROM casebase.ingest_reject "
         "WHERE batch = %s AND source = %s AND row_ref = 'manifest'",
         (name, source),
+    )
+
+
+def fail_batch(conn, name: str, error: str) -> None:
+    """Record that a run stopped on ``error`` (one line), unless the batch is complete."""
+    conn.execute(
+        "UPDATE casebase.ingest_batch SET status = 'failed', error = %s "
+        "WHERE name = %s AND status <> 'complete'",
+        (error, name),
     )
 
 
@@ -146,6 +185,7 @@ def write_chunk(
     image_rows: list = []
     report_rows: list = []
     raw_rows: list = []
+    attribute_rows: list = []
     finding_rows: list = []
     vector_rows: list = []
     for pk, p in zip(study_pks, studies, strict=True):
@@ -173,6 +213,8 @@ def write_chunk(
             )
         if p.raw_report:
             raw_rows.append((pk, p.raw_report, s.accession))
+        if s.raw_attributes:
+            attribute_rows.append((pk, Jsonb(s.raw_attributes)))
         for f in p.findings:
             finding_rows.append(
                 (
@@ -222,6 +264,7 @@ def write_chunk(
     copy_rows(conn, bulk.IMAGE_ROWS, image_rows)
     copy_rows(conn, bulk.REPORT_ROWS, report_rows)
     copy_rows(conn, bulk.REPORT_RAW_ROWS, raw_rows)
+    copy_rows(conn, bulk.ATTRIBUTES_RAW_ROWS, attribute_rows)
     copy_rows(conn, bulk.FINDING_ROWS, finding_rows)
     copy_rows(conn, bulk.EMBEDDING_ROWS, vector_rows)
     write_rejects(conn, batch, rejects)
@@ -253,8 +296,8 @@ def finish_batch(conn, name: str, shard: str, stats: dict, n_shards: int) -> boo
     complete = done >= n_shards
     if complete:
         conn.execute(
-            "UPDATE casebase.ingest_batch SET status = 'complete', finished_at = now() "
-            "WHERE name = %s",
+            "UPDATE casebase.ingest_batch SET status = 'complete', finished_at = now(), "
+            "error = NULL WHERE name = %s",
             (name,),
         )
     return complete
