@@ -41,8 +41,6 @@ class RowValues:
 
 def study_id_of(row: SourceRow) -> str:
     """The row's study id, checked: it keys the study and sits in B-tree entries."""
-    if row.problem:
-        raise InputError(row.problem)
     study_id = row.fields.get("study_id", "").strip()
     if not study_id:
         raise InputError("missing study_id")
@@ -51,12 +49,12 @@ def study_id_of(row: SourceRow) -> str:
 
 def _flags(raw: str | None, view: str | None) -> tuple[str, ...]:
     if raw:
-        limits.check_code("flags", raw, limits.FLAGS_MAX * (limits.CODE_MAX + 2))
+        limits.check_code("flags", raw, len(raw))  # characters here, lengths per flag
         tokens = [t.strip() for t in raw.split(";") if t.strip()]
+        limits.check_count("flags", len(tokens), limits.FLAGS_MAX)
         for n, token in enumerate(tokens, start=1):
             limits.check_code(f"flag {n}", token, limits.CODE_MAX)
     parsed = values.parse_flags(raw)
-    limits.check_count("flags", len(parsed), limits.FLAGS_MAX)
     return tuple(sorted(set(parsed) | values.view_flags(view)))
 
 
@@ -89,6 +87,8 @@ def _image(row: SourceRow) -> Path:
 def row_values(row: SourceRow) -> RowValues:
     """Check and parse every value of ``row`` (its study id is checked by
     :func:`study_id_of`). Raises ``InputError`` with the first problem found."""
+    if row.problem:
+        raise InputError(row.problem)
     f = row.fields
     for name in _CODES:
         if f.get(name):
