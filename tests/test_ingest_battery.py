@@ -155,7 +155,7 @@ def battery_rows(root: Path, outside: Path) -> list[tuple[list[str], str | None,
         (r("G-DUP", "good2.jpg"), "G-DUP", "duplicate row: same study and image as line {dup}"),
         (r("OLD-1", "changed.png"), "OLD-1",
          "study OLD-1 was already loaded (batch old) with different content"),
-        (r("B-EXTRA-FIELDS") + ["surplus", "fields"], "B-EXTRA-FIELDS",
+        ([*r("B-EXTRA-FIELDS"), "surplus", "fields"], "B-EXTRA-FIELDS",
          "the row has 14 fields, the header 12"),
     ]  # fmt: skip
 
