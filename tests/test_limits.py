@@ -82,3 +82,24 @@ def test_counts_and_batch_names() -> None:
 def test_display_escapes_and_cuts() -> None:
     assert limits.display("a\nb\x00c") == "a\\x0ab\\x00c"
     assert limits.display("x" * 300, 10) == "x" * 9 + "…"
+
+
+def test_the_readme_states_every_limit() -> None:
+    """The README's table of limits is the code's (a changed limit must be documented)."""
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| value | limit | why |") :].split("\n\n")[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines()}
+    expected = {
+        "`study_id`, `patient_id`, accession": f"{limits.ID_MAX:,}",
+        "`image_path`": f"{limits.PATH_MAX:,}",
+        "`modality`, `body_part`, `view`, `age`, `sex`, `study_date`": f"{limits.CODE_MAX:,}",
+        "`flags`": f"{limits.FLAGS_MAX} flags of {limits.CODE_MAX}",
+        "`findings`, `impression`, `report`": f"{limits.REPORT_MAX:,} each",
+        "extra column value / name": (
+            f"{limits.ATTRIBUTE_VALUE_MAX:,} / {limits.ATTRIBUTE_KEY_MAX}"
+        ),
+        "batch name (`--batch`)": f"{limits.BATCH_NAME_MAX}",
+    }
+    assert {k: rows.get(k) for k in expected} == expected, rows
