@@ -137,6 +137,9 @@ def battery_rows(root: Path, outside: Path) -> list[tuple[list[str], str | None,
         (r("B-DIR", "sub"), "B-DIR", f"not a file: {root}/sub"),
         (r("B-HALF", "good1.jpg"), "B-HALF", "not loaded: another image of this study"),
         (r("B-HALF", "empty.png", view="L"), "B-HALF", f"zero-byte file: {root}/empty.png"),
+        (r("B-SAME-BYTES", "good1.jpg"), "B-SAME-BYTES", "not loaded: another image of this"),
+        (r("B-SAME-BYTES", "good1_copy.jpg", view="L"), "B-SAME-BYTES",
+         "the same image as line {dup} of this study (identical bytes)"),
         # ---- values
         (r("B-AGE-NEG", age="-3"), "B-AGE-NEG", "impossible age '-3'"),
         (r("B-AGE-OLD", age="250"), "B-AGE-OLD", "impossible age '250'"),
@@ -173,6 +176,7 @@ def make_files(root: Path, outside: Path, shared_data: Path) -> None:
     outside.mkdir()
     for i, name in enumerate(COVID_IMAGES, start=1):
         shutil.copyfile(covid / name, root / f"good{i}.jpg")
+    shutil.copyfile(covid / COVID_IMAGES[0], root / "good1_copy.jpg")
     shutil.copyfile(covid / COVID_IMAGES[0], outside / "secret.jpg")  # a real image: if
     # confinement failed, it would load
     noise_png(root / "old.png", 1)

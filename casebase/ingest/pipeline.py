@@ -320,6 +320,18 @@ class _BatchRun:
             bar.close()
 
     def _finish_study(self, study: StudyInput, results: dict, failures: list) -> None:
+        # Two rows of one study naming files with the same bytes would break the image key
+        # (study, sha256) in the COPY: the second is a bad row like any other.
+        first_with: dict[str, str] = {}
+        for img in study.images:
+            if id(img) not in results:
+                continue
+            sha = results[id(img)][0].sha256
+            if sha in first_with:
+                reason = f"the same image as {first_with[sha]} of this study (identical bytes)"
+                failures = [*failures, (img, reason)]
+            else:
+                first_with[sha] = img.row_ref
         if failures:
             bad = {id(img): reason for img, reason in failures}
             self._reject_study(study, bad, "not loaded: another image of this study was rejected")
