@@ -1,5 +1,5 @@
 -- Ingest batches with their study and reject counts, and why a failed one stopped
--- (revision 0007: + error).
+-- (the revision that added ingest_batch.error: + error).
 CREATE OR REPLACE VIEW casebase.batches AS
 SELECT b.name AS batch, b.source, b.status, sp.name AS space, b.stats,
        (SELECT count(*) FROM casebase.study s WHERE s.batch = b.name) AS n_studies,
