@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ from casebase.db.bulk import copy_rows
 from casebase.db.spaces import Space
 from casebase.errors import IngestError
 from casebase.ingest.studies import Reject, StudyInput
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from casebase.ingest.sanitize import SanitizedReport
@@ -137,6 +140,51 @@ def fail_batch(conn, name: str, error: str) -> None:
         "WHERE name = %s AND status <> 'complete'",
         (error, name),
     )
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """A psycopg error (the server's, or the connection's)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+def record_stop(conn, url: str, batch: str, exc: BaseException) -> None:
+    """Mark the batch ``failed`` with a one-line error; on a broken connection, through a
+    new one. Never raises: the run's own error is what the caller must see."""
+    from casebase.db.connection import connect
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt):
+        error = "interrupted"
+    for attempt in ("same connection", "new connection"):
+        try:
+            if attempt == "same connection":
+                conn.rollback()
+                fail_batch(conn, batch, error[:300])
+                conn.commit()
+            else:
+                with connect(url) as fresh:
+                    fail_batch(fresh, batch, error[:300])
+                    fresh.commit()
+            return
+        except Exception as failure:  # best effort: the run's own error is what counts
+            log.debug("could not mark batch %s failed (%s): %s", batch, attempt, failure)
+    log.warning("batch %s stopped (%s) and could not be marked failed", batch, error)
+
+
+def record_manifest_failure(conn, batch: str, source: str, reason: str) -> None:
+    """A manifest that cannot be read: the batch is recorded with one reject saying why."""
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO casebase.ingest_batch (name, source) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO NOTHING",
+            (batch, source),
+        )
+        write_rejects(conn, batch, [Reject(source, "manifest", None, reason)])
 
 
 def existing_studies(conn, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:

@@ -83,13 +83,13 @@ def ingest(
         try:
             plan = plan_source(source, options)
         except ManifestError as exc:
-            _record_failure(conn, options.batch, str(source), str(exc))
+            load.record_manifest_failure(conn, options.batch, str(source), str(exc))
             raise
         try:
             return _run(conn, source, options, plan, encoder, started)
         except BaseException as exc:
-            _record_stop(conn, url, options.batch, exc)
-            if _is_database_error(exc):
+            load.record_stop(conn, url, options.batch, exc)
+            if load.is_database_error(exc):
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise DatabaseError(
                     f"batch {options.batch} stopped: {reason or type(exc).__name__}; "
@@ -143,49 +143,6 @@ def _run(conn, source: Path, options: IngestOptions, plan: Plan, encoder, starte
         per_modality=run.per_modality_dict(),
         complete=complete,
     )
-
-
-def _is_database_error(exc: BaseException) -> bool:
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
-    return isinstance(exc, psycopg.Error)
-
-
-def _record_stop(conn, url: str, batch: str, exc: BaseException) -> None:
-    """Mark the batch ``failed`` with a one-line error; on a broken connection, through a
-    new one. Never raises: the run's own error is what the caller must see."""
-    from casebase.db.connection import connect
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    if isinstance(exc, KeyboardInterrupt):
-        error = "interrupted"
-    for attempt in ("same connection", "new connection"):
-        try:
-            if attempt == "same connection":
-                conn.rollback()
-                load.fail_batch(conn, batch, error[:1000])
-                conn.commit()
-            else:
-                with connect(url) as fresh:
-                    load.fail_batch(fresh, batch, error[:1000])
-                    fresh.commit()
-            return
-        except Exception as failure:  # best effort: the run's own error is what counts
-            log.debug("could not mark batch %s failed (%s): %s", batch, attempt, failure)
-    log.warning("batch %s stopped (%s) and could not be marked failed", batch, error)
-
-
-def _record_failure(conn, batch: str, source: str, reason: str) -> None:
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO casebase.ingest_batch (name, source) VALUES (%s, %s) "
-            "ON CONFLICT (name) DO NOTHING",
-            (batch, source),
-        )
-        load.write_rejects(conn, batch, [Reject(source, "manifest", None, reason)])
 
 
 class _BatchRun:
