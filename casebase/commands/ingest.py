@@ -34,7 +34,22 @@ def add_parser(sub) -> None:
     model.add_argument("--model", help="preset, open_clip name or hf-hub: id (CASEBASE_MODEL)")
     model.add_argument("--checkpoint", help="a checkpoint written by `casebase train`")
     p.add_argument("--pretrained", help="open_clip pretrained tag, with an open_clip --model name")
-    p.add_argument("--images-root", help="image paths are relative to this (default: manifest's)")
+    p.add_argument(
+        "--images-root",
+        help="image paths are relative to this and must stay inside it (default: the "
+        "manifest's folder)",
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="let image paths (and symlinks) lead outside the images root",
+    )
+    p.add_argument(
+        "--attributes",
+        metavar="COLUMNS",
+        help="extra manifest columns analysts may see, e.g. 'finding,grade' (sanitised; "
+        "default: label,finding; 'none': none). The others are kept restricted",
+    )
     p.add_argument("--columns", help="map site headers: 'patientid=patient_id,notes=report'")
     p.add_argument(
         "--set",
@@ -55,7 +70,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from casebase.config import load_settings
-    from casebase.ingest.manifest import parse_column_map
+    from casebase.ingest.manifest import parse_attribute_list, parse_column_map
     from casebase.ingest.pipeline import IngestOptions, ingest, parse_shard
 
     model = args.model or (None if args.checkpoint else load_settings().model)
@@ -65,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         pretrained=args.pretrained,
         checkpoint=args.checkpoint,
         images_root=args.images_root,
+        allow_outside_root=args.allow_outside_root,
+        attributes=parse_attribute_list(args.attributes),
         columns=parse_column_map(args.columns),
         defaults=parse_defaults(args.defaults),
         shard=parse_shard(args.shard),
