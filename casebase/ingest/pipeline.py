@@ -125,11 +125,13 @@ def ingest(
     from casebase.db import migrate
     from casebase.db import spaces as db_spaces
     from casebase.db.connection import checked_url, connect
+    from casebase.db.replication import require_primary
 
     started = time.perf_counter()
     source = Path(source)
     url = url or checked_url()
     with connect(url) as conn:
+        require_primary(conn, "ingest")  # before the model loads, not at the first write
         migrate.ensure_current(conn)
         conn.commit()
         try:
