@@ -38,6 +38,7 @@ class ReplicaState:
     behind_bytes: int | None  # WAL the primary has written that it has not replayed
     replay_lag_s: float | None  # the primary's pg_stat_replication.replay_lag
     retained_bytes: int | None  # WAL the primary keeps for its slot
+    slot: str | None = None  # its slot's wal_status: "reserved", ..., "lost" (make it again)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "data_dir": str(self.data_dir)}
@@ -51,7 +52,7 @@ def states(settings: Settings | None = None) -> list[ReplicaState]:
 def state(record: ReplicaRecord) -> ReplicaState:
     url = replica_url(record)
     role = "missing" if not (record.data_dir / "PG_VERSION").exists() else "stopped"
-    receiver = replay_lag = None
+    receiver = replay_lag = slot = None
     if url is not None:
         role = "primary" if record.promoted else "standby"
         try:
@@ -67,13 +68,14 @@ def state(record: ReplicaRecord) -> ReplicaState:
             with connect(record.source_url, autocommit=True) as primary:
                 row = primary.execute(
                     "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint, "
-                    "extract(epoch FROM r.replay_lag)::float8 FROM pg_replication_slots s "
+                    "extract(epoch FROM r.replay_lag)::float8, s.wal_status "
+                    "FROM pg_replication_slots s "
                     "LEFT JOIN pg_stat_replication r ON r.application_name = s.slot_name "
                     "WHERE s.slot_name = %s",
                     (record.slot,),
                 ).fetchone()
             if row is not None:
-                retained, replay_lag = row
+                retained, replay_lag, slot = row
         except DatabaseError as exc:
             log.warning("the primary of replica %s does not answer: %s", record.name, exc)
     info = running(record)
@@ -88,6 +90,7 @@ def state(record: ReplicaRecord) -> ReplicaState:
         behind_bytes=not_replayed,
         replay_lag_s=replay_lag,
         retained_bytes=retained,
+        slot=slot,
     )
 
 
@@ -103,6 +106,11 @@ def render(rows: list[ReplicaState]) -> str:
             f"{r.name:<16} {r.role:<8} {behind:>12} {lag:>7} {kept:>12}  "
             f"{r.url or r.data_dir}  (from {r.source})"
         )
+        if r.slot == "lost":
+            lines.append(
+                f"  {r.name}: the primary gave up its WAL (max_slot_wal_keep_size): it cannot "
+                "catch up; drop it and create it again"
+            )
     return "\n".join(lines)
 
 
