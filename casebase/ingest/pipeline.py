@@ -41,6 +41,7 @@ class IngestOptions:
     shard: tuple[int, int] = (0, 1)
     device: str | None = None
     batch_size: int = 32
+    precision: str = "fp32"  # fp32, bf16 or fp16 autocast (embedding/precision.py)
     workers: int | None = None
     chunk_size: int = 256
     progress: bool | None = None  # None: a bar only on a terminal
@@ -146,6 +147,7 @@ def ingest(
             pretrained=options.pretrained,
             checkpoint=options.checkpoint,
             device=options.device,
+            precision=options.precision,
         )
         spec = encoder.spec
         with conn.transaction():
@@ -167,7 +169,7 @@ def ingest(
         run = _BatchRun(conn, options, space, salt, plan)
         run.execute(encoder)
         shard_text = f"{options.shard[0]}/{options.shard[1]}"
-        stats = run.stats(time.perf_counter() - started)
+        stats = {**run.stats(time.perf_counter() - started), "precision": encoder.precision}
         with conn.transaction():
             complete = load.finish_batch(conn, options.batch, shard_text, stats, options.shard[1])
     return IngestSummary(
