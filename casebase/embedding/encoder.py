@@ -143,6 +143,7 @@ class Encoder:
         self.spec = spec
         self.device = device
         self.precision = precision  # fp32, bf16 or fp16 autocast (embedding/precision.py)
+        self.agreement: float | None = None  # reduced precision: least cosine with fp32
         self._channels_last = device.startswith("cuda")  # what cuDNN convolutions like best
         self._tokenizer_arch = tokenizer_arch
         self._tokenizer: Any = None
@@ -329,6 +330,7 @@ def load_encoder(
         )
         if not agreement >= MIN_AGREEMENT:  # NaN too
             raise refuse_disagreement(spec.name, precision, agreement)
+        encoder.agreement = agreement
         logger.info("%s in %s: least cosine with fp32 %.5f", spec.name, precision, agreement)
     logger.info(
         "loaded %s (%s, dim %d) on %s, %s", spec.name, spec.preprocess, spec.dim, device, precision
@@ -355,9 +357,10 @@ def _embed_dim(net: Any) -> int:
     if dim is None:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode():  # a timm tower (PE-Core) has no output_dim: look
             size = image_size(net.visual.preprocess_cfg["size"])
-            dim = net.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
+            where = next(net.parameters()).device  # the model is on its device already
+            dim = net.encode_image(torch.zeros(1, 3, size, size, device=where)).shape[-1]
     return int(dim)
 
 
