@@ -28,7 +28,7 @@ from casebase.db import embedded, migrate, postmaster, replica, replica_state, r
 from casebase.db.connection import connect
 from casebase.db.replica_registry import Registry
 from casebase.db.replication import is_standby
-from casebase.errors import InputError, ReadOnlyError, ReplicaLagError
+from casebase.errors import DatabaseError, InputError, ReadOnlyError, ReplicaLagError
 
 SEARCH_STUDIES = [f"DEMO-C{i:04d}" for i in range(0, 24, 3)]
 
@@ -235,6 +235,12 @@ def test_create_refuses_a_used_folder_and_a_taken_name(loaded: Pair) -> None:
     with pytest.raises(InputError, match="a replica named 'standby-a' exists"):
         replica.create(loaded.tmp / "other", name="standby-a", settings=loaded.settings)
     assert not (loaded.tmp / "other").exists()
+    with connect(loaded.primary, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS reader; CREATE ROLE reader LOGIN")
+    reader = loaded.primary.replace("postgres@", "reader@")
+    with pytest.raises(DatabaseError, match="role 'reader' may not replicate: ALTER ROLE"):
+        replica.create(loaded.tmp / "other", source_url=reader, settings=loaded.settings)
+    assert not (loaded.tmp / "other").exists() and len(Registry(loaded.settings.home).all()) == 1
 
 
 def test_a_multi_host_read_url_prefers_the_standby(loaded: Pair, caplog) -> None:

@@ -46,10 +46,12 @@ def study_ids(manifest: Path) -> list[str]:
         return sorted({row["study_id"] for row in csv.DictReader(fh)})
 
 
-def start_shard(manifest: Path, url: str, i: int, *, chunk: int = 8) -> subprocess.Popen:
+def start_shard(manifest: Path, url: str, i: int, *, step: int = 8) -> subprocess.Popen:
+    """One `casebase ingest` process; ``step`` images per model batch and studies per
+    commit (the writer commits what is ready, so a batch of 32 is one transaction)."""
     argv = [sys.executable, "-m", "casebase.cli", "ingest", str(manifest), "--batch", "b"]
     argv += ["--model", "tiny-random", "--shard", f"{i}/{N}", "--workers", "0"]
-    argv += ["--chunk-size", str(chunk), "--json", "--no-progress"]
+    argv += ["--batch-size", str(step), "--chunk-size", str(step), "--json", "--no-progress"]
     env = {**os.environ, "DATABASE_URL": url}
     return subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -122,23 +124,28 @@ def test_a_killed_shard_leaves_the_batch_incomplete_and_finishes_alone(
 ):
     want = study_ids(manifest)
     mine = [sid for sid in want if in_shard(sid, (1, N))]
-    # Shard 1 commits one study per transaction, so there is time to kill it half way.
-    procs = [start_shard(manifest, fresh_db, i, chunk=1 if i == 1 else 8) for i in range(N)]
+    # Shard 1 embeds and commits about one study at a time: there is time to kill it
+    # half way, as soon as its first studies are in.
+    procs = [start_shard(manifest, fresh_db, i, step=1 if i == 1 else 8) for i in range(N)]
     deadline = time.monotonic() + 240
-    while True:
-        done = len(set(loaded_ids(fresh_db)) & set(mine))
-        if done >= 2 or procs[1].poll() is not None or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert procs[1].poll() is None, "shard 1 ended before it could be killed"
-    procs[1].send_signal(signal.SIGKILL)
+    with connect(fresh_db, autocommit=True) as conn:
+        while procs[1].poll() is None and time.monotonic() < deadline:
+            done = conn.execute(
+                "SELECT count(*) FROM casebase.study WHERE study_id = ANY(%s)", (mine,)
+            ).fetchone()[0]
+            if done >= 1:
+                procs[1].send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    assert procs[1].returncode is None or procs[1].returncode == -signal.SIGKILL
     procs[1].communicate(timeout=60)
     others = [finish(procs[0]), finish(procs[2])]
     assert not any(s["complete"] for s in others), others
     status, shards = batch_row(fresh_db)
     assert status != "complete" and shards == ["0/3", "2/3"], (status, shards)
     partial = set(loaded_ids(fresh_db)) & set(mine)
-    assert 2 <= len(partial) < len(mine), (len(partial), len(mine))
+    assert procs[1].returncode == -signal.SIGKILL, "shard 1 ended before it could be killed"
+    assert 1 <= len(partial) < len(mine), (len(partial), len(mine))
     assert loaded_rows(fresh_db)["without_vector"] == 0  # no half-written study
 
     rerun = finish(start_shard(manifest, fresh_db, 1))

@@ -62,6 +62,11 @@ def _normalise(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
 
 
+def libpq_url(url: str) -> str:
+    """``url`` as libpq's own tools take it (``pg_basebackup``): no ``+driver`` part."""
+    return _normalise(url)
+
+
 def sqlalchemy_url(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", url)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from casebase.config import Settings, load_settings
 from casebase.db import postmaster
-from casebase.db.connection import connect, database_url, redact
+from casebase.db.connection import connect, database_url, libpq_url, redact
 from casebase.db.replica_registry import Registry, ReplicaRecord, check_name, name_for, slot_for
 from casebase.db.replica_state import (
     ReplicaState,
@@ -72,7 +72,7 @@ def create(
     settings = settings or load_settings()
     target = Path(data_dir).expanduser().resolve()
     name = check_name(name or name_for(target))
-    source = source_url or database_url(settings)
+    source = libpq_url(source_url) if source_url else database_url(settings)
     registry = Registry(settings.home)
     with registry.locked():
         _check_target(registry, target, name)
