@@ -61,6 +61,12 @@ def add_parser(sub) -> None:
     p.add_argument("--shard", default="0/1", help="I/N: load only shard I of N (parallel workers)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--batch-size", type=int, default=32, help="images per model batch")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast the model to bf16/fp16 (GPU speed; checked against fp32 first)",
+    )
     p.add_argument("--workers", type=int, help="decode worker processes")
     p.add_argument("--chunk-size", type=int, default=256, help="studies per transaction")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         shard=parse_shard(args.shard),
         device=args.device or load_settings().device,
         batch_size=args.batch_size,
+        precision=args.precision,
         workers=args.workers,
         chunk_size=args.chunk_size,
         progress=False if args.no_progress else None,

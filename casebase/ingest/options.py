@@ -28,6 +28,7 @@ class IngestOptions:
     shard: tuple[int, int] = (0, 1)
     device: str | None = None
     batch_size: int = 32
+    precision: str = "fp32"  # fp32, bf16 or fp16 autocast (embedding/precision.py)
     workers: int | None = None
     chunk_size: int = 256
     progress: bool | None = None  # None: a bar only on a terminal

@@ -68,12 +68,14 @@ def ingest(
     """
     from casebase.db import migrate
     from casebase.db.connection import checked_url, connect
+    from casebase.db.replication import require_primary
 
     started = time.perf_counter()
     check_batch_name(options.batch)
     source = Path(source)
     url = url or checked_url()
     with connect(url) as conn:
+        require_primary(conn, "ingest")  # before the model loads, not at the first write
         migrate.ensure_current(conn)
         conn.commit()
         if not load.try_lock_batch(conn, options.batch, options.shard):
@@ -115,6 +117,7 @@ def _run(
             pretrained=options.pretrained,
             checkpoint=options.checkpoint,
             device=options.device,
+            precision=options.precision,
         )
     spec = encoder.spec
     with conn.transaction():
@@ -134,7 +137,7 @@ def _run(
     run = _BatchRun(conn, options, space, salt, plan)
     run.execute(encoder)
     shard_text = f"{options.shard[0]}/{options.shard[1]}"
-    stats = run.stats(time.perf_counter() - started)
+    stats = {**run.stats(time.perf_counter() - started), "precision": encoder.precision}
     with conn.transaction():
         complete = load.finish_batch(conn, options.batch, shard_text, stats, options.shard[1])
     return IngestSummary(
