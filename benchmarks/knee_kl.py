@@ -90,19 +90,28 @@ def _train_call(options: dict, work: Path, seed: int) -> tuple[dict, object]:
         balanced=bool(o.pop("balanced", False)),
         ordinal=bool(o.pop("ordinal", False)),
         neighbour=float(o.pop("neighbour", 0.5)),
-        cpu_bf16=bool(o.pop("cpu_bf16", False)),
     )
+    if o.pop("cpu_bf16", False):  # the earlier name of --set precision=bf16
+        o["precision"] = "bf16"
     return {"base": base, "seed": seed, **o}, recipe
 
 
 def prepare(data: Path, work: Path, url: str) -> dict[str, Path]:
-    from casebase.ingest.pipeline import IngestOptions, ingest
+    from casebase.ingest.options import IngestOptions
+    from casebase.ingest.pipeline import ingest
 
     images = kd.read_images(data)
     groups = kd.duplicate_groups(images, work / "duplicate_groups.json")
     manifests = kd.write_manifests(images, groups, work / "manifests")
     for batch, manifest in manifests.items():
-        ingest(manifest, IngestOptions(batch=batch, model="tiny-random", progress=False), url=url)
+        options = IngestOptions(
+            batch=batch,
+            model="tiny-random",
+            progress=False,
+            images_root=str(data.resolve()),  # the manifests live elsewhere (WORK/manifests)
+            attributes=("kl", "kl_expert_ii"),  # the grades, for --text label:kl / --label kl
+        )
+        ingest(manifest, options, url=url)
     return manifests
 
 

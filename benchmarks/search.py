@@ -361,7 +361,7 @@ def casebase_search(conn: psycopg.Connection, exact: bool) -> SearchFn:
 
     def run(q: np.ndarray, k: int, spec: FilterSpec) -> tuple[np.ndarray, str]:
         hits = search_vector(conn, q, k=k, filters=spec.filters(), space=SPACE, exact=exact)
-        route = hits[0].extra["route"] if hits else "empty"
+        route = hits[0].route if hits else "empty"
         return np.array([int(h.study_id[prefix:]) for h in hits], dtype=np.int64), route
 
     return run

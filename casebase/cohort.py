@@ -144,8 +144,10 @@ def _position(rng: np.random.Generator, image):
     zoom = rng.uniform(0.88, 1.12)
     dx, dy = rng.uniform(-0.07, 0.07, size=2) * SIZE
     size = int(SIZE * zoom)
-    moved = image.rotate(angle, resample=Image.BILINEAR, translate=(dx, dy), fillcolor=20)
-    moved = moved.resize((size, size), Image.BILINEAR)
+    moved = image.rotate(
+        angle, resample=Image.Resampling.BILINEAR, translate=(dx, dy), fillcolor=20
+    )
+    moved = moved.resize((size, size), Image.Resampling.BILINEAR)
     canvas = Image.new("L", (SIZE, SIZE), 20)
     canvas.paste(moved, ((SIZE - size) // 2, (SIZE - size) // 2))
     return canvas

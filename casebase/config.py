@@ -7,7 +7,7 @@ help); ``tests/test_settings_documented.py`` checks each one is in the README.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from casebase.errors import ConfigError
@@ -27,6 +27,15 @@ SETTINGS: tuple[Setting, ...] = (
         ("CASEBASE_DATABASE_URL", "DATABASE_URL"),
         None,
         "PostgreSQL URL of a real server (pgvector >= 0.8). Unset: the embedded server.",
+    ),
+    Setting(
+        "read_url",
+        ("CASEBASE_READ_URL",),
+        None,
+        "PostgreSQL URL that searches, briefs and eval read from: a hot standby (casebase db "
+        "replica create), or a libpq multi-host URL with target_session_attrs=prefer-standby. "
+        "Unset: the primary. A standby that is down sends reads to the primary, with one "
+        "warning.",
     ),
     Setting(
         "home",
@@ -77,6 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
+    read_url: str | None
     home: Path
     model: str
     device: str | None
@@ -102,13 +112,13 @@ def _raw(setting: Setting, environ: dict[str, str]) -> str | None:
     return setting.default
 
 
-def _as_int(name: str, value: str | None, env: tuple[str, ...]) -> int:
+def _as_int(value: str | None, setting: Setting) -> int:
     try:
         number = int(str(value))
     except ValueError:
-        raise ConfigError(f"{env[0]} must be a whole number, got {value!r}") from None
+        raise ConfigError(f"{setting.env[0]} must be a whole number, got {value!r}") from None
     if number <= 0:
-        raise ConfigError(f"{env[0]} must be positive, got {number}")
+        raise ConfigError(f"{setting.env[0]} must be positive, got {number}")
     return number
 
 
@@ -122,10 +132,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         import platformdirs
 
         home = platformdirs.user_data_dir("casebase", appauthor=False)
-    values: dict[str, object] = dict(raw)
-    values["home"] = Path(home).expanduser().resolve()
-    for name in ("statement_timeout_ms", "max_k"):
-        values[name] = _as_int(name, raw[name], by_name[name].env)
-    values["log_level"] = str(raw["log_level"]).upper()
-    known = {f.name for f in fields(Settings)}
-    return Settings(**{k: v for k, v in values.items() if k in known})
+    return Settings(
+        database_url=raw["database_url"],
+        read_url=raw["read_url"],
+        home=Path(home).expanduser().resolve(),
+        model=str(raw["model"]),
+        device=raw["device"],
+        statement_timeout_ms=_as_int(raw["statement_timeout_ms"], by_name["statement_timeout_ms"]),
+        max_k=_as_int(raw["max_k"], by_name["max_k"]),
+        llm_model=raw["llm_model"],
+        log_level=str(raw["log_level"]).upper(),
+    )

@@ -7,7 +7,9 @@
 #   ingest   IN ROLE casebase_ingest
 #
 # The groups, their grants and the schema come from the migrations (`casebase db upgrade`,
-# the compose `migrate` service); this script refuses to run before them.
+# the compose `migrate` service); this script refuses to run before them. So does the
+# third NOLOGIN role, casebase_owner, which owns the search functions: it never gets a
+# login, and no login is made a member of it here.
 #
 # Connection: the libpq variables PGHOST, PGPORT, PGUSER, PGDATABASE, and the superuser's
 # password from PGPASSWORD or the file POSTGRES_PASSWORD_FILE (a Docker secret).

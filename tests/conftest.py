@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +13,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def casebase_home(tmp_path_factory) -> Path:
+def casebase_home(tmp_path_factory) -> Iterator[Path]:
+    """The session's CASEBASE_HOME, with any configured server unset; the environment is
+    restored when the session ends."""
     home = tmp_path_factory.mktemp("casebase_home")
-    os.environ["CASEBASE_HOME"] = str(home)
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("CASEBASE_DATABASE_URL", None)
-    return home
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CASEBASE_HOME", str(home))
+        mp.delenv("DATABASE_URL", raising=False)
+        mp.delenv("CASEBASE_DATABASE_URL", raising=False)
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -165,8 +165,12 @@ EXACT: list[tuple[str, dict[str, str]]] = [
         "Subcutaneous emphysema in the left chest wall.",
         {"subcutaneous_emphysema": P, "no_finding": A},
     ),
-    # a nodular opacity is an opacity, not a committed nodule; a mass-like one is both
-    ("Nodular opacity in the left upper lobe.", {"opacity": P, "no_finding": A}),
+    # a nodular, round or mass-like opacity is both an opacity and a nodule-like lesion
+    (
+        "Nodular opacity in the left upper lobe.",
+        {"opacity": P, "nodule_mass": P, "no_finding": A},
+    ),
+    ("Rounded dense opacity in the right base.", {"opacity": P, "nodule_mass": P, "no_finding": A}),
     ("Masslike opacity in the right apex.", {"opacity": P, "nodule_mass": P, "no_finding": A}),
     ("Soft tissue density overlying the right breast.", {}),
     # knee / MSK

@@ -213,7 +213,7 @@ def test_attribute_filter(client):
         ([h.study_id for h in hits],),
     ).fetchall()
     assert hits and {r[0] for r in labels} == {"normal"}
-    assert {h.extra["route"] for h in hits} == {"exact-filtered"}
+    assert {h.route for h in hits} == {"exact-filtered"}
 
 
 def test_unreadable_query_image_is_a_one_line_error(client, use_db, tmp_path):

@@ -22,7 +22,7 @@ def demo_env(server_url, tmp_path, monkeypatch):
 
 
 def test_demo_runs_end_to_end_and_reruns_without_redoing_work(demo_env, tmp_path):
-    from casebase.demo import run_demo
+    from casebase.commands.demo import run_demo
 
     lines: list[str] = []
     sheet = run_demo(lines.append, n_chest=70, n_knee=10, train_minutes=0.1)

@@ -9,9 +9,8 @@ code) and under ``if TYPE_CHECKING:``; only the cycle rule leaves the last out, 
 those imports never run. A component is ``casebase.<first name>`` (``casebase.db``,
 ``casebase.client``); ``casebase`` alone is the package's public API (``__init__``).
 
-Rules marked ``AFTER_COMMANDS_MOVE`` describe the tree once every CLI module has moved
-into ``casebase/commands/`` (a parallel branch): they are strict xfails today, so the
-first run after that merge fails with XPASS, which is the signal to delete the mark.
+Every command lives in ``casebase/commands/``, so the library packages sit strictly
+below the client.
 """
 
 from __future__ import annotations
@@ -24,17 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO
 
 PACKAGE = REPO / "casebase"
-
-AFTER_COMMANDS_MOVE = pytest.mark.xfail(
-    strict=True,
-    reason="holds once the CLI modules live in casebase/commands/ (branch i16-commands): "
-    "delete this mark when it XPASSes",
-)
 
 #: Modules of the bottom layer: anyone may import them, they import only each other.
 BOTTOM = {"casebase.config", "casebase.errors", "casebase.progress"}
@@ -42,7 +33,7 @@ BOTTOM = {"casebase.config", "casebase.errors", "casebase.progress"}
 LIBRARY = {"casebase.ingest", "casebase.retrieval", "casebase.synthesis", "casebase.train",
            "casebase.cohort"}  # fmt: skip
 #: What only the top may import: the CLI, its command modules and the client.
-TOP = {"casebase", "casebase.cli", "casebase.commands", "casebase.client", "casebase.demo"}
+TOP = {"casebase", "casebase.cli", "casebase.commands", "casebase.client"}
 
 
 @dataclass(frozen=True)
@@ -239,18 +230,15 @@ def test_importing_the_light_layers_loads_no_heavy_library() -> None:
     assert result.stdout.strip() == "[]", result.stdout
 
 
-# --- rules that hold once the CLI modules have moved to commands/ -----------------------
+# --- the top: cli, commands/, client ----------------------------------------------------
 
 
-@AFTER_COMMANDS_MOVE
 def test_library_packages_never_import_the_top() -> None:
-    """retrieval/cli.py, synthesis/cli.py, train/cli.py, eval_cli.py import the client
-    today; after the move they are commands/ modules and the library is below the client."""
+    """The library is below the client: no package of it imports cli, commands or client."""
     below_top = LIBRARY | {"casebase.imaging", "casebase.db", "casebase.embedding", *BOTTOM}
     assert violations(LIBRARY, below_top) == []
 
 
-@AFTER_COMMANDS_MOVE
 def test_client_is_imported_only_by_the_top() -> None:
     """Only the public API (``casebase``), cli and commands/ use the client."""
     importers = {
@@ -259,9 +247,8 @@ def test_client_is_imported_only_by_the_top() -> None:
     assert importers <= {"casebase", "casebase.cli", "casebase.commands"}, importers
 
 
-@AFTER_COMMANDS_MOVE
 def test_no_two_components_import_each_other() -> None:
-    """Between packages too: today retrieval → client (retrieval/cli.py) → retrieval."""
+    """Between packages too (retrieval → client → retrieval was one, before commands/)."""
     graph: dict[str, set[str]] = defaultdict(set)
     for imp in imports():
         a, b = component(imp.importer), component(imp.target)

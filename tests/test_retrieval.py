@@ -83,7 +83,7 @@ def test_exact_equals_numpy_brute_force(conn, data, flt):
         want_ids, want_d = brute_force(data, q, 25, modality="CXR", **flt)
         assert [h.study_id for h in hits] == want_ids
         np.testing.assert_allclose([h.distance for h in hits], want_d, atol=1e-5)
-        assert all(h.extra["route"] == "exact" for h in hits)
+        assert all(h.route == "exact" for h in hits)
 
 
 @pytest.mark.parametrize("flt", FILTERS, ids=lambda f: ",".join(f) or "none")
@@ -97,7 +97,7 @@ def test_default_search_recall_and_filters_hold(conn, data, flt):
         )
         want, _ = brute_force(data, q, 20, modality="CXR", **flt)
         recalls.append(len({h.study_id for h in hits} & set(want)) / max(1, len(want)))
-        routes |= {h.extra["route"] for h in hits}
+        routes |= {h.route for h in hits}
         for h in hits:
             assert h.modality == "CXR"
             if "sex" in flt:
@@ -114,7 +114,7 @@ def test_hnsw_route_is_used_for_broad_filters(conn, data):
     hits = search_vector(
         conn, data.vectors[0], k=10, filters=Filters(modality="CXR"), space=None, exact=False
     )
-    assert {h.extra["route"] for h in hits} == {"hnsw"}
+    assert {h.route for h in hits} == {"hnsw"}
     narrow = search_vector(
         conn,
         data.vectors[0],
@@ -123,7 +123,7 @@ def test_hnsw_route_is_used_for_broad_filters(conn, data):
         space=None,
         exact=False,
     )
-    assert {h.extra["route"] for h in narrow} <= {"exact-filtered"}
+    assert {h.route for h in narrow} <= {"exact-filtered"}
 
 
 def test_modality_isolation(conn, data):

@@ -210,7 +210,7 @@ def test_train_register_reembed_switch_changes_eval_and_search(use_db, run1, cap
     assert (after.precision_at_k, after.map_at_k) != (before.precision_at_k, before.map_at_k)
     q = next(pk for pk, v in new.items() if pk == _image_of(use_db, "DEMO-C0001"))
     for hit in hits:  # distances are those of the trained vectors, not the old ones
-        expected = 1 - float(new[q] @ new[hit.extra["image_id"]])
+        expected = 1 - float(new[q] @ new[hit.image_id])
         assert hit.distance == pytest.approx(expected, abs=1e-4), (hit, expected)
     assert main(["spaces", "list"]) == 0
     listing = capsys.readouterr().out

@@ -74,7 +74,12 @@ def two_batches(db_url, tmp_path_factory) -> str:
             wa.writerow({**row, "grade": _grade(row["label"])})
             twin = {**row, "study_id": "B-" + row["study_id"], "label": "zzz", "grade": "9"}
             wb.writerow({**twin, "patient_id": "B-" + row["patient_id"]})
-    options = {"model": "tiny-random", "workers": 0, "progress": False}
+    options = {
+        "model": "tiny-random",
+        "workers": 0,
+        "progress": False,
+        "attributes": ("label", "grade"),  # "grade" is no default attribute
+    }
     for name, path in (("A", a), ("B", b)):
         summary = ingest(path, IngestOptions(batch=name, **options), url=db_url)
         assert summary.loaded == 50 and summary.rejected == 0, summary

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 __all__ = [
+    "ATTRIBUTES_RAW_ROWS",
     "EMBEDDING_ROWS",
     "FINDING_ROWS",
     "IMAGE_ROWS",
@@ -45,7 +50,7 @@ class CopySpec:
         return f"COPY casebase.{self.table} ({', '.join(self.names)}) FROM STDIN (FORMAT BINARY)"
 
 
-def copy_rows(conn, spec: CopySpec, rows: Iterable[Sequence[object]]) -> None:
+def copy_rows(conn: Connection, spec: CopySpec, rows: Iterable[Sequence[object]]) -> None:
     """Write ``rows`` (tuples in ``spec``'s column order) in the caller's transaction."""
     with conn.cursor() as cur, cur.copy(spec.sql) as copy:
         copy.set_types(list(spec.types))
@@ -74,6 +79,10 @@ REPORT_RAW_ROWS = CopySpec("report_raw", (
     ("study_pk", "int8"), ("raw_text", "text"), ("accession", "text"),
 ))  # fmt: skip
 
+ATTRIBUTES_RAW_ROWS = CopySpec("attributes_raw", (
+    ("study_pk", "int8"), ("attributes", "jsonb"),
+))  # fmt: skip
+
 FINDING_ROWS = CopySpec("finding", (
     ("study_pk", "int8"), ("finding", "text"), ("status", "text"), ("backend", "text"),
     ("version", "text"), ("evidence", "text"), ("location", "jsonb"),
@@ -88,4 +97,12 @@ EMBEDDING_ROWS = CopySpec("embedding", (
     ("vec", "vector"),
 ))  # fmt: skip
 
-SPECS = (STUDY_ROWS, IMAGE_ROWS, REPORT_ROWS, REPORT_RAW_ROWS, FINDING_ROWS, EMBEDDING_ROWS)
+SPECS = (
+    STUDY_ROWS,
+    IMAGE_ROWS,
+    REPORT_ROWS,
+    REPORT_RAW_ROWS,
+    ATTRIBUTES_RAW_ROWS,
+    FINDING_ROWS,
+    EMBEDDING_ROWS,
+)

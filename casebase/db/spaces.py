@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from casebase.db.connection import scalar
 from casebase.errors import InputError, QueryError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 
 @dataclass(frozen=True)
@@ -31,16 +37,19 @@ _COLUMNS = (
 _VIEW_COLUMNS = _COLUMNS.replace("name,", "space,", 1)
 
 
-def _space(row) -> Space:
-    return Space(*row[:9], bool(row[9]), row[10])
+def _space(row: Sequence[Any]) -> Space:
+    space_id, name, model, pretrained, sha, dim, size, preprocess, fusion, default, path = row
+    return Space(
+        space_id, name, model, pretrained, sha, dim, size, preprocess, fusion, bool(default), path
+    )
 
 
-def list_spaces(conn) -> list[Space]:
+def list_spaces(conn: Connection) -> list[Space]:
     rows = conn.execute(f"SELECT {_VIEW_COLUMNS} FROM casebase.spaces ORDER BY space_id")
     return [_space(r) for r in rows.fetchall()]
 
 
-def get_space(conn, name: str | None = None) -> Space:
+def get_space(conn: Connection, name: str | None = None) -> Space:
     """The named space, or the default one (the only one if there is just one)."""
     if name is not None:
         row = conn.execute(
@@ -90,7 +99,7 @@ def ensure_space(
                 f"(dim {have[3]}); this model differs: choose another space name"
             )
         return space
-    first = conn.execute("SELECT count(*) FROM casebase.embedding_space").fetchone()[0] == 0
+    first = scalar(conn, "SELECT count(*) FROM casebase.embedding_space") == 0
     row = conn.execute(
         "INSERT INTO casebase.embedding_space (name, model_name, pretrained, checkpoint_sha256, "
         "dim, image_size, preprocess, fusion, is_default, checkpoint_path) "
@@ -111,7 +120,7 @@ def ensure_space(
     return _space(row)
 
 
-def set_default(conn, name: str) -> Space:
+def set_default(conn: Connection, name: str) -> Space:
     space = get_space(conn, name)
     conn.execute("UPDATE casebase.embedding_space SET is_default = false WHERE is_default")
     conn.execute(
@@ -121,14 +130,16 @@ def set_default(conn, name: str) -> Space:
     return get_space(conn, name)
 
 
-def ensure_partition(conn, space: Space, modality: str) -> str:
+def ensure_partition(conn: Connection, space: Space, modality: str) -> str:
     """Create (once) the leaf partition of one space and modality; return its table name."""
-    return conn.execute(
-        "SELECT casebase.ensure_embedding_partition(%s::smallint, %s)", (space.space_id, modality)
-    ).fetchone()[0]
+    return scalar(
+        conn,
+        "SELECT casebase.ensure_embedding_partition(%s::smallint, %s)",
+        (space.space_id, modality),
+    )
 
 
-def leaf_partitions(conn, space: Space) -> list[tuple[str, str]]:
+def leaf_partitions(conn: Connection, space: Space) -> list[tuple[str, str]]:
     """(modality, table) for each leaf of a space."""
     rows = conn.execute(
         """
@@ -153,16 +164,16 @@ def _leaf_name(space: Space, modality: str) -> str:
     return f"embedding_s{space.space_id}_{modality.lower()}"
 
 
-def drop_vector_index(conn, space: Space, modality: str) -> None:
+def drop_vector_index(conn: Connection, space: Space, modality: str) -> None:
     """Drop a leaf's HNSW index before a bulk back-fill (building once is much faster
     than inserting 1M vectors into a live graph). Needs the table owner's rights."""
     leaf = _leaf_name(space, modality)
     conn.execute(f'DROP INDEX IF EXISTS casebase."{leaf}_hnsw"')
 
 
-def hnsw_params(conn) -> tuple[int, int]:
+def hnsw_params(conn: Connection) -> tuple[int, int]:
     """The installation's HNSW (m, ef_construction): what new leaves get (revision 0005)."""
-    rows = dict(
+    rows: dict[str, str] = dict(
         conn.execute(
             "SELECT key, value FROM casebase.setting"
             " WHERE key IN ('hnsw_m', 'hnsw_ef_construction')"

@@ -36,7 +36,9 @@ class Embedder(Protocol):
 
     device: str
     spec: Any  # a SpaceSpec: .dim and .image_size are used
-    preprocess: Callable[[Any], Any]
+
+    @property
+    def preprocess(self) -> Callable[[Any], Any]: ...
 
     def encode_images(self, batch: Any) -> np.ndarray: ...
 
@@ -78,7 +80,7 @@ def embed_stream(
     workers = default_workers(device) if workers is None else workers
     if workers < 0 or batch_size < 1:
         raise InputError(f"need workers >= 0 and batch_size >= 1, got {workers}, {batch_size}")
-    loader = DataLoader(
+    loader: Any = DataLoader(
         _StreamDataset(items, load, encoder.preprocess, with_extra),  # type: ignore[arg-type]
         batch_size=batch_size,
         shuffle=False,

@@ -79,7 +79,7 @@ def tag_weights(model_name: str, tag: str, what: str) -> tuple[Path, dict[str, A
         repo_id, filename = cfg["hf_hub"].rstrip("/"), ""
         if not cfg["hf_hub"].endswith("/"):
             repo_id, filename = cfg["hf_hub"].rsplit("/", 1)
-        names = HF_WEIGHT_FILES
+        names: tuple[str, ...] = HF_WEIGHT_FILES
         if filename.endswith(".bin"):
             names = (filename[: -len(".bin")] + ".safetensors", filename)
         elif filename:

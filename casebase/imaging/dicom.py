@@ -15,6 +15,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -216,9 +217,9 @@ def _record(path: Path, ds: Dataset) -> DicomRecord:
 # ----------------------------------------------------------------------------------- report
 
 
-def _sr_lines(items: object, heading: str | None, out: list[str]) -> None:
+def _sr_lines(items: Any, heading: str | None, out: list[str]) -> None:
     """Depth-first TEXT content of an SR content tree; containers become ``HEADING:`` lines."""
-    for item in items or []:  # type: ignore[union-attr]
+    for item in items or []:
         kind = str(item.get("ValueType", "")).upper()
         names = item.get("ConceptNameCodeSequence") or []
         name = str(names[0].get("CodeMeaning", "")).strip() if names else ""

@@ -5,7 +5,8 @@ reader of a shared view, and no LLM, has any use for. Before a report is stored 
 the shared views or sent anywhere, :func:`sanitize_report` keeps only its findings
 and impression and drops the rest. The choices, and why:
 
-* **Sections.** Only FINDINGS and IMPRESSION survive (aliases: CONCLUSION, OPINION,
+* **Sections** (found by :mod:`casebase.synthesis.sections`, which the labeller
+  shares). Only FINDINGS and IMPRESSION survive (aliases: CONCLUSION, OPINION,
   SUMMARY, INTERPRETATION, FINDINGS/IMPRESSION, which counts as findings). HISTORY,
   INDICATION, CLINICAL…, COMPARISON, TECHNIQUE, EXAM, ADDENDUM, RECOMMENDATION and
   identity headers (NAME, MRN, DOB…) are dropped, as is anything before the first
@@ -49,9 +50,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The one section finder, shared with the labeller (which must not import ingest).
+from casebase.synthesis.sections import split_sections
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["CATEGORIES", "SanitizedReport", "sanitize_report", "sanitize_text", "split_sections"]
+__all__ = [
+    "CATEGORIES",
+    "SanitizedReport",
+    "sanitize_report",
+    "sanitize_text",
+    "sanitize_value",
+    "split_sections",
+]
 
 #: Scrub categories, in the order ``SanitizedReport.removed`` lists them.
 CATEGORIES = (
@@ -80,120 +91,6 @@ class SanitizedReport:
     findings: str | None
     impression: str | None
     removed: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------- sections
-
-_KEEP = {
-    "findings": "findings",
-    "finding": "findings",
-    "findings/impression": "findings",
-    "findings and impression": "findings",
-    "impression/findings": "findings",
-    "findings/conclusion": "findings",
-    "impression": "impression",
-    "impressions": "impression",
-    "conclusion": "impression",
-    "conclusions": "impression",
-    "opinion": "impression",
-    "summary": "impression",
-    "interpretation": "impression",
-}
-_DROP = {
-    "history",
-    "clinical history",
-    "medical history",
-    "indication",
-    "indications",
-    "clinical indication",
-    "reason for exam",
-    "reason for examination",
-    "reason for study",
-    "clinical",
-    "clinical information",
-    "clinical details",
-    "clinical notes",
-    "clinical data",
-    "comparison",
-    "comparisons",
-    "prior",
-    "priors",
-    "prior studies",
-    "technique",
-    "procedure",
-    "exam",
-    "examination",
-    "study",
-    "addendum",
-    "recommendation",
-    "recommendations",
-    "signed by",
-    "dictated by",
-    "electronically signed by",
-    "attending",
-    "radiologist",
-    "referring physician",
-    "patient",
-    "patient name",
-    "name",
-    "dob",
-    "date of birth",
-    "date",
-    "mrn",
-    "accession",
-    "accession number",
-    "age",
-    "sex",
-    "gender",
-    "views",
-    "contrast",
-}
-_HEADER_LINE = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&]{1,40}?)[ \t]*(:|$)")
-_HEADER_INLINE = re.compile(r"(?<=[.!?])[ \t]+([A-Z][A-Za-z /&]{1,40}?)[ \t]*:")
-
-
-def _header_kind(name: str, colon: bool) -> str | None:
-    key = " ".join(name.lower().split())
-    if not colon and not name.isupper():
-        return None  # a header without a colon must be an all-caps line of its own
-    if key in _KEEP:
-        return _KEEP[key]
-    return "drop" if key in _DROP else None
-
-
-def split_sections(report: str) -> tuple[str | None, str | None, bool, bool]:
-    """(findings, impression, dropped_something, dropped_comparison) of a full report."""
-    heads: list[tuple[int, int, str, str]] = []
-    for m in _HEADER_LINE.finditer(report):
-        kind = _header_kind(m.group(1), m.group(2) == ":")
-        if kind:
-            heads.append((m.start(), m.end(), kind, m.group(1)))
-    for m in _HEADER_INLINE.finditer(report):
-        kind = _header_kind(m.group(1), True)
-        if kind:
-            heads.append((m.start(1), m.end(), kind, m.group(1)))
-    heads.sort()
-    starts_with_header = bool(heads) and not report[: heads[0][0]].strip()
-    if not any(kind != "drop" for *_, kind, _ in heads) and not starts_with_header:
-        # No findings/impression header and no leading header: free text (case notes),
-        # where an inline "Accession:" is an identifier to scrub, not a section.
-        return report, None, False, False
-    parts: dict[str, list[str]] = {"findings": [], "impression": []}
-    dropped = bool(report[: heads[0][0]].strip())
-    comparison = False
-    for i, (_, end, kind, name) in enumerate(heads):
-        body = report[end : heads[i + 1][0] if i + 1 < len(heads) else len(report)].strip()
-        if kind == "drop":
-            dropped = dropped or bool(body)
-            comparison = comparison or name.lower().startswith(("compar", "prior"))
-        elif body:
-            parts[kind].append(body)
-    return (
-        " ".join(parts["findings"]) or None,
-        " ".join(parts["impression"]) or None,
-        dropped,
-        comparison,
-    )
 
 
 # --------------------------------------------------------------------------- patterns
@@ -371,7 +268,7 @@ _PLACE = re.compile(
 )
 _DEID = re.compile(r"(?<![A-Za-z])X{3,}(?:[\s,/<>-]{1,5}X{3,})+(?![A-Za-z])")
 _SPACES = re.compile(r"[\u00a0\u2000-\u200b\u202f\u205f\u3000]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 
 _SENT_SPLIT = re.compile(r"((?<=[.!?])[ \t]+|\n)")
 _COMMUNICATION = re.compile(
@@ -413,7 +310,8 @@ _COMPARISON_INLINE = re.compile(
 def _after_comparison(sentence: str) -> str:
     """What follows a comparison statement that lacks its full stop ("Comparison XXXX,
     XXXX Hyperexpansion of the lungs.") is a finding: keep it; else drop it all."""
-    rest = sentence[_COMPARISON_WORDS.match(sentence).end() :]
+    words = _COMPARISON_WORDS.match(sentence)
+    rest = sentence[words.end() :] if words else sentence
     return rest if re.match(r"[A-Z][a-z]+[ \t]+\S", rest) else ""
 
 
@@ -472,11 +370,8 @@ def _sentences(text: str, found: set[str]) -> str:
         if sent.strip():
             if _COMMUNICATION.search(sent):
                 found.add("communication")
-                sent = (
-                    re.match(r"\W*\d{1,2}\.", sent).group(0)
-                    if re.match(r"\W*\d{1,2}\.", sent)
-                    else ""
-                )
+                numbered = re.match(r"\W*\d{1,2}\.", sent)
+                sent = numbered.group(0) if numbered else ""
             elif lead := _COMPARISON_LEAD.match(sent):
                 found.add("comparison")
                 rest = sent[lead.end() :]
@@ -564,6 +459,17 @@ def sanitize_text(text: str, found: set[str] | None = None) -> str | None:
     text = _sub(_DEID, text, "deid_token", found, "XXXX")
     text = _clean(text, capitalised)
     return text or None
+
+
+def sanitize_value(value: object) -> str | None:
+    """One free-text value that is not a report (an extra manifest column on the
+    ``--attributes`` allow-list), scrubbed like a report's findings: control characters,
+    dates, ages, names, ids, contacts, places and comparison references go. A label
+    ("COVID-19", "cardiomegaly;pleural_effusion") comes back unchanged. None when
+    nothing is left."""
+    found: set[str] = set()
+    text = _coerce(value, found)
+    return sanitize_text(text, found) if text and text.strip() else None
 
 
 def sanitize_report(

@@ -22,12 +22,16 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from casebase.errors import QueryError
 from casebase.retrieval.filters import Filters
 from casebase.retrieval.search import search_vector
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _labels_by_column(conn, space_id: int, modality: str, column: str) -> dict[str, set[str]]:
+def _labels_by_column(
+    conn: Connection, space_id: int, modality: str, column: str
+) -> dict[str, set[str]]:
     rows = conn.execute(
         "SELECT DISTINCT e.study_id, s.attributes ->> %s FROM casebase.embedding e "
         "JOIN casebase.study s USING (study_pk) WHERE e.space_id = %s AND e.modality = %s",
@@ -89,7 +95,7 @@ def _labels_by_column(conn, space_id: int, modality: str, column: str) -> dict[s
     return out
 
 
-def _labels_by_findings(conn, space_id: int, modality: str) -> dict[str, set[str]]:
+def _labels_by_findings(conn: Connection, space_id: int, modality: str) -> dict[str, set[str]]:
     rows = conn.execute(
         "SELECT DISTINCT e.study_id, f.finding FROM casebase.embedding e "
         "JOIN casebase.finding f USING (study_pk) "
@@ -287,7 +293,7 @@ def evaluate(
     )
 
 
-def _only_modality(conn, space_id: int, batches: tuple[str, ...] | None) -> str:
+def _only_modality(conn: Connection, space_id: int, batches: tuple[str, ...] | None) -> str:
     rows = conn.execute(
         "SELECT DISTINCT modality FROM casebase.embedding WHERE space_id = %s "
         "AND (%s::text[] IS NULL OR batch = ANY (%s::text[])) ORDER BY 1",

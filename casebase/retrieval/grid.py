@@ -67,9 +67,8 @@ def contact_sheet(
         impression = " ".join((hit.impression or "no report").split())
         lines = textwrap.wrap(impression, 34)[:2]
         label = f"#{hit.rank} {hit.study_id}"[:22] + f"  d={hit.distance:.3f}"
-        tiles.append(
-            _tile(_open(image_paths.get(hit.extra.get("image_id"))), label, lines, (90, 90, 90))
-        )
+        path = image_paths.get(hit.image_id) if hit.image_id is not None else None
+        tiles.append(_tile(_open(path), label, lines, (90, 90, 90)))
     rows = (len(tiles) + COLUMNS - 1) // COLUMNS
     sheet = Image.new("RGB", (COLUMNS * TILE, rows * (TILE + CAPTION)), (0, 0, 0))
     for i, tile in enumerate(tiles):

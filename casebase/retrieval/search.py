@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from casebase.errors import QueryError
 from casebase.retrieval.filters import Filters
 from casebase.retrieval.hits import Hit
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +25,16 @@ _COLUMNS = (
 )
 
 
-def _filter_args(filters: Filters) -> list[tuple[str, object]]:
+def filter_arguments(filters: Filters) -> list[tuple[str, object]]:
+    """Every filter of ``filters`` as the named argument of the SQL functions.
+
+    ``casebase.similar_to_vector``, ``similar_cases`` and ``hybrid_search`` take these
+    names alike (their one builder, ``casebase._filter``, checks and applies them), and
+    every search below passes this whole list, so no path can drop a filter. The one
+    field not here is ``exclude_same_patient``: it needs the query's patient, which only
+    a study query has (``search_study`` passes it on; a study + text search turns it into
+    ``exclude_patient``). tests/test_filter_contract.py checks that every other field of
+    ``Filters`` is here."""
     low, high = filters.age if filters.age else (None, None)
     return [
         ("modality", filters.modality),
@@ -37,7 +51,11 @@ def _filter_args(filters: Filters) -> list[tuple[str, object]]:
     ]
 
 
+# The arguments without a default: passed even when NULL (a text-only hybrid search).
+_REQUIRED = frozenset({"q", "query", "study_id", "k"})
+
 _CASTS = {
+    "q": "::vector",
     "attributes": "::jsonb",
     "views": "::text[]",
     "exclude_flags": "::text[]",
@@ -48,14 +66,19 @@ _CASTS = {
 }
 
 
-def _named(args: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
-    parts, params = [], []
+def _call(
+    conn: Connection, function: str, args: Sequence[tuple[str, object]], timeout_ms: int
+) -> list[Hit]:
+    """``SELECT … FROM casebase.<function>(name => value, …)``: every argument named and
+    bound as a parameter; an unset filter is left to the function's default (NULL)."""
+    named, params = [], []
     for name, value in args:
-        if value is None:
+        if value is None and name not in _REQUIRED:
             continue
-        parts.append(f"{name} => %s{_CASTS.get(name, '')}")
+        named.append(f"{name} => %s{_CASTS.get(name, '')}")
         params.append(value)
-    return ", ".join(parts), params
+    sql = f"SELECT {_COLUMNS} FROM casebase.{function}({', '.join(named)})"
+    return _hits(_run(conn, sql, params, timeout_ms))
 
 
 def as_array(vector) -> np.ndarray:
@@ -77,14 +100,16 @@ def _hits(rows) -> list[Hit]:
             view=r[6],
             flags=tuple(r[7] or ()),
             impression=r[8],
-            extra={"image_id": r[9], "route": r[10], "score": r[12]},
+            image_id=r[9],
+            route=r[10],
             sources=tuple(r[11] or ("image",)),
+            score=r[12],
         )
         for r in rows
     ]
 
 
-def _run(conn, sql: str, params: list[object], timeout_ms: int) -> list:
+def _run(conn: Connection, sql: str, params: list[object], timeout_ms: int) -> list:
     import psycopg
 
     with conn.transaction():
@@ -105,8 +130,17 @@ def check_k(k: int, max_k: int) -> None:
         raise QueryError(f"k must be between 1 and {max_k}, got {k!r}")
 
 
+def _query_vector(vector):
+    from pgvector import Vector
+
+    vec = as_array(vector)
+    if vec.size == 0 or not np.all(np.isfinite(vec)):
+        raise QueryError("the query vector is empty or has NaN/inf values")
+    return Vector(vec)
+
+
 def search_vector(
-    conn,
+    conn: Connection,
     vector,
     *,
     k: int,
@@ -117,29 +151,21 @@ def search_vector(
     exclude_study: str | None = None,
     timeout_ms: int = 30000,
 ) -> list[Hit]:
-    vec = as_array(vector)
-    if vec.size == 0 or not np.all(np.isfinite(vec)):
-        raise QueryError("the query vector is empty or has NaN/inf values")
+    """``casebase.similar_to_vector``: the k studies nearest to a vector."""
     args = [
-        *_filter_args(filters),
+        ("q", _query_vector(vector)),
+        ("k", k),
+        *filter_arguments(filters),
         ("exclude_patient", exclude_patient),
         ("exclude_study", exclude_study),
         ("space", space),
         ("exact", True if exact else None),
     ]
-    named, params = _named(args)
-    sql = (
-        f"SELECT {_COLUMNS} FROM casebase.similar_to_vector(%s::vector, %s"
-        + (f", {named}" if named else "")
-        + ")"
-    )
-    from pgvector import Vector
-
-    return _hits(_run(conn, sql, [Vector(vec), k, *params], timeout_ms))
+    return _call(conn, "similar_to_vector", args, timeout_ms)
 
 
 def search_study(
-    conn,
+    conn: Connection,
     study_id: str,
     *,
     k: int,
@@ -148,52 +174,49 @@ def search_study(
     exact: bool,
     timeout_ms: int = 30000,
 ) -> list[Hit]:
-    args = [*_filter_args(filters), ("space", space), ("exact", True if exact else None)]
-    if not filters.exclude_same_patient:
-        args.append(("exclude_same_patient", False))
-    named, params = _named(args)
-    sql = (
-        f"SELECT {_COLUMNS} FROM casebase.similar_cases(%s, %s"
-        + (f", {named}" if named else "")
-        + ")"
-    )
-    return _hits(_run(conn, sql, [study_id, k, *params], timeout_ms))
+    """``casebase.similar_cases``: the k studies nearest to a study's query image, the
+    study itself and (unless ``filters.exclude_same_patient`` is False) its patient
+    excluded."""
+    args = [
+        ("study_id", study_id),
+        ("k", k),
+        *filter_arguments(filters),
+        ("exclude_same_patient", None if filters.exclude_same_patient else False),
+        ("space", space),
+        ("exact", True if exact else None),
+    ]
+    return _call(conn, "similar_cases", args, timeout_ms)
 
 
 def search_hybrid(
-    conn,
+    conn: Connection,
     vector,
     text: str,
     *,
     k: int,
     filters: Filters,
     space: str | None,
+    exact: bool = False,
     exclude_patient: str | None = None,
+    exclude_study: str | None = None,
     timeout_ms: int = 30000,
 ) -> list[Hit]:
-    low, high = filters.age if filters.age else (None, None)
+    """``casebase.hybrid_search``: image vectors (when ``vector`` is given) and report
+    full text, fused by reciprocal rank; both lists filtered alike."""
     args = [
-        ("modality", filters.modality),
-        ("sex", filters.sex),
-        ("age_min", low),
-        ("age_max", high),
-        ("exclude_flags", list(filters.exclude_flags) or None),
+        ("q", None if vector is None else _query_vector(vector)),
+        ("query", text),
+        ("k", k),
+        *filter_arguments(filters),
         ("exclude_patient", exclude_patient),
+        ("exclude_study", exclude_study),
         ("space", space),
+        ("exact", True if exact else None),
     ]
-    named, params = _named(args)
-    from pgvector import Vector
-
-    vec = None if vector is None else Vector(as_array(vector))
-    sql = (
-        f"SELECT {_COLUMNS} FROM casebase.hybrid_search(%s::vector, %s, %s"
-        + (f", {named}" if named else "")
-        + ")"
-    )
-    return _hits(_run(conn, sql, [vec, text, k, *params], timeout_ms))
+    return _call(conn, "hybrid_search", args, timeout_ms)
 
 
-def study_vectors(conn, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
+def study_vectors(conn: Connection, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
     rows = conn.execute(
         "SELECT image_id, vec FROM casebase.embeddings WHERE image_id = ANY(%s)",
         (list(image_ids),),
@@ -210,7 +233,12 @@ def diversify(
     patient_keys: dict[str, str | None] | None = None,
 ) -> list[Hit]:
     """Greedy: keep a hit unless it is a near-duplicate (same patient, or within
-    ``min_distance`` of a hit already kept), so the top k is not one case k times."""
+    ``min_distance`` of a hit already kept), so the top k is not one case k times.
+
+    It stays in Python on purpose: it re-ranks the rows a SQL search already returned
+    (filtered there by ``casebase._filter``), and it can only drop hits: the result is a
+    subsequence of ``hits``, renumbered, never a row the filters did not pass. The
+    client asks SQL for 3k hits to have some to drop."""
     kept: list[Hit] = []
     kept_vecs: list[np.ndarray] = []
     seen_patients: set[str] = set()
@@ -218,7 +246,7 @@ def diversify(
         patient = (patient_keys or {}).get(hit.study_id)
         if patient and patient in seen_patients:
             continue
-        vec = vectors.get(hit.extra.get("image_id"))
+        vec = vectors.get(hit.image_id) if hit.image_id is not None else None
         if vec is not None and kept_vecs:
             nearest = 1.0 - float(np.max(np.stack(kept_vecs) @ vec))
             if nearest < min_distance:
@@ -230,4 +258,4 @@ def diversify(
             seen_patients.add(patient)
         if len(kept) == k:
             break
-    return [Hit(**{**h.__dict__, "rank": i + 1}) for i, h in enumerate(kept)]
+    return [replace(h, rank=i + 1) for i, h in enumerate(kept)]

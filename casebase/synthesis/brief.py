@@ -19,21 +19,22 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from casebase.errors import InputError
 from casebase.synthesis.aggregate import Aggregate, FindingCount
+from casebase.synthesis.disclaimer import DISCLAIMER
 from casebase.synthesis.llm_results import STATUSES, LLMExtraction, LLMUsage
+
+if TYPE_CHECKING:
+    from casebase.retrieval.hits import Hit
 
 __all__ = ["DISCLAIMER", "SCHEMA", "Brief", "LLMCount", "LLMSection"]
 
 SCHEMA = "casebase.brief/1"
-DISCLAIMER = (
-    "Decision support, not a diagnosis: these counts describe what was reported "
-    "for visually similar past cases, not what this image shows."
-)
 
 
 def _jsonable(value: object, where: str) -> object:
@@ -79,7 +80,7 @@ def describe_filters(filters: Mapping[str, object], exclude_flags: tuple[str, ..
         if key == "modality":
             parts.append(_value(v))
         elif key == "age_min" or (key == "age" and isinstance(v, list) and len(v) == 2):
-            lo, hi = (age_min, age_max) if key == "age_min" else v  # type: ignore[misc]
+            lo, hi = (age_min, age_max) if key == "age_min" else tuple(v)  # type: ignore[arg-type]
             parts.append(f"age {lo}–{hi}" if hi is not None else f"age ≥ {lo}")
         elif key in ("exclude_flags", "exclude"):
             excluding += [f for f in (v if isinstance(v, list) else [v]) if f not in excluding]
@@ -124,8 +125,9 @@ class LLMSection:
     are recomputed from its validated per-report labels; ``errors`` maps each study it
     could not label to a one-line reason, and those studies count nowhere; ``notes``
     maps studies that had no text worth sending to why. ``narrative`` is an optional
-    LLM narrative of the *rule* counts, checked to state no number that is not in
-    them; ``narrative_error`` says why it is missing when it was asked for.
+    narrative of the *rule* counts: casebase's sentences for statements an LLM chose
+    and the counts bear out (``llm_narrative.py``), never the model's own text;
+    ``narrative_error`` says in one line why it is missing when it was asked for.
     """
 
     model: str
@@ -184,7 +186,7 @@ class LLMSection:
         order = {sid: i for i, sid in enumerate(sent)}
         labelled = sorted(
             (sid for sid in extraction.labels if sid in order and sid not in extraction.errors),
-            key=order.get,
+            key=order.__getitem__,
         )
         by_finding: dict[str, dict[str, list[str]]] = {}
         for sid in labelled:
@@ -250,7 +252,7 @@ class LLMSection:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> LLMSection:
+    def from_dict(cls, data: Mapping[str, Any]) -> LLMSection:
         try:
             u = data["usage"]
             usage = LLMUsage(
@@ -442,6 +444,26 @@ class Brief:
             out += f" Percentages are of the {agg.n_with_report} cases with a report."
         return out + f" Cases without a report: {len(agg.no_report_ids)}."
 
+    def summary(self, *, labels: Mapping[str, str] | None = None, max_findings: int = 10) -> str:
+        """The brief's paragraph for people ("Of the 50 most similar cases ...")."""
+        return self._summary(labels, max_findings)
+
+    def render_html(
+        self,
+        hits: Sequence[Hit],
+        *,
+        thumbnails: Mapping[str, bytes] | None = None,
+        query_thumbnail: bytes | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """One self-contained HTML page: query film, hits as thumbnails, a findings chart
+        with the study ids behind each bar (see :mod:`casebase.synthesis.brief_html`)."""
+        from casebase.synthesis.brief_html import render_html
+
+        return render_html(
+            self, hits, thumbnails=thumbnails, query_thumbnail=query_thumbnail, labels=labels
+        )
+
     def render_text(
         self, *, labels: Mapping[str, str] | None = None, max_ids: int = 10, max_findings: int = 10
     ) -> str:
@@ -490,7 +512,7 @@ class Brief:
         if self.llm is None:
             return []
         rules = {c.finding: c.present for c in self.aggregate.counts}
-        rows = [
+        rows: list[tuple[str, LLMCount | None, int]] = [
             (c.finding, c, rules.get(c.finding, 0))
             for c in self.llm.counts
             if c.present or rules.get(c.finding, 0)
@@ -575,7 +597,7 @@ class Brief:
             "",
         ]
         rules = {c.finding: c.present for c in self.aggregate.counts}
-        rows = [(c.finding, c) for c in llm.counts]
+        rows: list[tuple[str, LLMCount | None]] = [(c.finding, c) for c in llm.counts]
         rows += [(f, None) for f, c, _ in self.llm_rows() if c is None]
         if rows:
             lines += [

@@ -8,6 +8,13 @@ into their parent ``support_devices``) and derives ``no_finding``: a report that
 mentions something but asserts no abnormal finding is a normal study, whatever words
 it used to say so.
 
+Only what the report asserts about this study counts. A whole report's sections are
+found by :mod:`casebase.synthesis.sections` (the sanitiser's finder): mentions in the
+indication, history, comparison or technique assert nothing, and neither do requests
+("evaluate for pneumonia", "?pneumothorax"), which the assertion rules call
+hypothetical. Two findings offered as alternatives ("atelectasis or scarring") are both
+uncertain.
+
 Nothing is invented: a report with no lexicon phrase yields no mention and an empty
 label dict (empty text, junk, foreign-language text, "XXXX" de-identification tokens).
 """
@@ -15,31 +22,37 @@ label dict (empty text, junk, foreign-language text, "XXXX" de-identification to
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-
-from spacy.tokens import Doc
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from casebase.synthesis.assertion import (
     ABSENT,
+    HYPOTHETICAL,
     PRESENT,
-    TERMINATIONS,
     UNCERTAIN,
-    Cue,
-    assert_mention,
-    find_cues,
-    get_nlp,
-    token_words,
+    Sentence,
+    compact,
+    word_range,
 )
+from casebase.synthesis.cues import CueSet, load_cues
 from casebase.synthesis.lexicon import Lexicon, load_lexicon
+from casebase.synthesis.location import location
+from casebase.synthesis.sections import reporting_spans
+from casebase.synthesis.sentences import get_nlp, token_words
+
+if TYPE_CHECKING:
+    from spacy.tokens import Doc
 
 logger = logging.getLogger(__name__)
 
-# Bump when the lexicon or the rules change: it is stored with every extracted finding
-# so that a re-labelling job can find rows produced by an older labeller.
-LABELLER_VERSION = "rules-1.1"
+# Bump when the lexicon, the cues or the rules change: it is stored with every extracted
+# finding so that `casebase relabel` replaces rows produced by an older labeller
+# (tests/test_labeller_version.py holds the data digests of each version).
+LABELLER_VERSION = "rules-2.0"
 BACKEND = "rules"
 
 NO_FINDING = "no_finding"
@@ -48,52 +61,6 @@ STATUS_RANK = {ABSENT: 1, UNCERTAIN: 2, PRESENT: 3}
 # Long texts are processed in chunks cut at line or sentence ends, which keeps spaCy's
 # memory bounded and its max_length irrelevant.
 CHUNK_CHARS = 100_000
-
-_SIDE_WORDS = {
-    "left": "left",
-    "right": "right",
-    "bilateral": "bilateral",
-    "bilaterally": "bilateral",
-    "both": "bilateral",
-    "bibasilar": "bilateral",
-    "bibasal": "bilateral",
-    "biapical": "bilateral",
-}
-_ZONE_WORDS = {
-    "upper": "upper",
-    "apex": "upper",
-    "apices": "upper",
-    "apical": "upper",
-    "biapical": "upper",
-    "middle": "middle",
-    "mid": "middle",
-    "midlung": "middle",
-    "lingula": "middle",
-    "lingular": "middle",
-    "lower": "lower",
-    "base": "lower",
-    "bases": "lower",
-    "basilar": "lower",
-    "basal": "lower",
-    "bibasilar": "lower",
-    "bibasal": "lower",
-}
-_LOCATION_STOPS = TERMINATIONS | {
-    ",",
-    ";",
-    ":",
-    ".",
-    "and",
-    "or",
-    "with",
-    "without",
-    "no",
-    "versus",
-    "vs",
-    "there",
-}
-_LOCATION_LEFT_TOKENS = 6
-_LOCATION_RIGHT_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -212,34 +179,6 @@ def _candidates(text: str, lexicon: Lexicon) -> list[_Candidate]:
     return accepted
 
 
-def _location(
-    words: Sequence[str], sent_start: int, sent_end: int, start: int, end: int
-) -> dict[str, str]:
-    """Side and zone words in the phrase around a mention (same clause, a few tokens)."""
-    i = max(sent_start, start - _LOCATION_LEFT_TOKENS)
-    left = words[i:start]
-    for j in range(len(left) - 1, -1, -1):
-        if left[j] in _LOCATION_STOPS:
-            left = left[j + 1 :]
-            break
-    right = words[end : min(sent_end, end + _LOCATION_RIGHT_TOKENS)]
-    for j, word in enumerate(right):
-        if word in _LOCATION_STOPS:
-            right = right[:j]
-            break
-    near = [*left, *words[start:end], *right]
-    sides = {_SIDE_WORDS[w] for w in near if w in _SIDE_WORDS}
-    zones = [_ZONE_WORDS[w] for w in near if w in _ZONE_WORDS]
-    location: dict[str, str] = {}
-    if "bilateral" in sides or {"left", "right"} <= sides:
-        location["side"] = "bilateral"
-    elif sides:
-        location["side"] = sides.pop()
-    if zones:
-        location["zone"] = zones[0]
-    return location
-
-
 def _lower_same_length(text: str) -> str:
     """Lower-case text without changing its length (offsets must stay valid)."""
     lowered = text.lower()
@@ -248,7 +187,7 @@ def _lower_same_length(text: str) -> str:
     return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
-def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
+def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon, cues: CueSet) -> list[Mention]:
     text = doc.text  # a property that re-joins all tokens: read it once
     candidates = _candidates(_lower_same_length(text), lexicon)
     if not candidates:
@@ -257,12 +196,9 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
     sent_bounds = [(s.start, s.end) for s in doc.sents]
     sent_starts = [b[0] for b in sent_bounds]
     token_starts = doc.to_array("IDX").tolist()
-    cues_by_sent: dict[int, list[Cue]] = {}
-    for cue in find_cues(doc):
-        idx = bisect.bisect_right(sent_starts, cue.start) - 1
-        cues_by_sent.setdefault(idx, []).append(cue)
-    scopes: dict[Cue, tuple[int, int]] = {}
+    sentences: dict[int, tuple[Sentence, list[int]]] = {}
     mentions: list[Mention] = []
+    places: list[tuple[int, int, int] | None] = []  # (sentence, first token, end token)
     for cand in candidates:
         # Tokens touching [cand.start, cand.end): the "expand" alignment of char_span.
         tok_start = max(bisect.bisect_right(token_starts, cand.start) - 1, 0)
@@ -273,18 +209,15 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
         sent_start, sent_end = sent_bounds[idx]
         tok_end = min(tok_end, sent_end)
         entry = lexicon.by_id[cand.finding]
+        places.append(None if cand.normal else (idx, tok_start, tok_end))
         if cand.normal:
             status, cue_text = entry.normal_status, None
         else:
-            result = assert_mention(
-                words,
-                sent_start,
-                sent_end,
-                tok_start,
-                tok_end,
-                cues_by_sent.get(idx, []),
-                scopes,
-            )
+            if idx not in sentences:
+                sent_words, index = compact(words, sent_start, sent_end)
+                sentences[idx] = (Sentence(sent_words, cues), index)
+            sentence, index = sentences[idx]
+            result = sentence.assert_mention(*word_range(index, tok_start, tok_end))
             status, cue_text = result.status, result.cue
         first = token_starts[sent_start]
         last_end = token_starts[sent_end] if sent_end < len(token_starts) else len(text)
@@ -296,10 +229,44 @@ def _extract_doc(doc: Doc, offset: int, lexicon: Lexicon) -> list[Mention]:
                 start=offset + cand.start,
                 end=offset + cand.end,
                 cue=cue_text,
-                location=_location(words, sent_start, sent_end, tok_start, tok_end),
+                location=location(words, sent_start, sent_end, tok_start, tok_end),
             )
         )
-    return mentions
+    return _differentials(mentions, places, words, cues)
+
+
+def _differentials(
+    mentions: list[Mention],
+    places: list[tuple[int, int, int] | None],
+    words: Sequence[str],
+    cues: CueSet,
+) -> list[Mention]:
+    """Two findings offered as alternatives ("atelectasis or scarring") are both uncertain.
+
+    Only where no cue decided either of them: "no effusion or pneumothorax" stays a
+    negated list. Mentions of one span (a phrase of two findings) move together.
+    """
+    alternatives = cues.alternatives
+    groups: list[tuple[tuple[int, int, int], list[int]]] = []
+    for i, place in enumerate(places):
+        if place is None:
+            continue
+        if groups and groups[-1][0] == place:
+            groups[-1][1].append(i)
+        else:
+            groups.append((place, [i]))
+    out = list(mentions)
+    for (a, a_members), (b, b_members) in itertools.pairwise(groups):
+        if a[0] != b[0] or b[1] < a[2]:
+            continue  # another sentence, or overlapping spans
+        between = [w for w in compact(words, a[2], b[1])[0] if w != ","]
+        members = a_members + b_members
+        if tuple(between) in alternatives and all(
+            mentions[i].status == PRESENT and mentions[i].cue is None for i in members
+        ):
+            for i in members:
+                out[i] = replace(out[i], status=UNCERTAIN, cue=" ".join(between))
+    return out
 
 
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
@@ -316,12 +283,25 @@ def extract(text: str) -> list[Mention]:
     return next(iter(extract_many([text])))
 
 
-def extract_many(texts: Iterable[str], *, batch_size: int = 256) -> Iterator[list[Mention]]:
-    """Mentions for each text, in order; faster than ``extract`` in a loop."""
+def extract_many(
+    texts: Iterable[str], *, batch_size: int = 256, cues: CueSet | None = None
+) -> Iterator[list[Mention]]:
+    """Mentions for each text, in order; faster than ``extract`` in a loop.
+
+    ``cues`` replaces the packaged cue file (``load_cues(path)``), e.g. to score another
+    convention in a benchmark.
+
+    Only mentions that assert something about this study are returned: none from a
+    section that does not report on it (indication, history, comparison …: see
+    :mod:`casebase.synthesis.sections`), none that a request or a question governs
+    ("evaluate for pneumonia", "?pneumonia").
+    """
     lexicon = load_lexicon()
+    cue_set = cues or load_cues()
     nlp = get_nlp()
     pending: list[tuple[int, int, str]] = []  # (text index, offset, piece)
     results: list[list[Mention]] = []
+    spans: dict[int, list[tuple[int, int]]] = {}
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"report text must be str, got {type(text).__name__}")
@@ -330,12 +310,21 @@ def extract_many(texts: Iterable[str], *, batch_size: int = 256) -> Iterator[lis
             continue
         # Lone surrogates (undecodable bytes) crash spaCy; U+FFFD keeps offsets intact.
         text = _SURROGATE_RE.sub("\ufffd", text)
+        spans[index] = reporting_spans(text)
         pending.extend((index, offset, piece) for offset, piece in _chunks(text))
     docs = nlp.pipe((piece for _, _, piece in pending), batch_size=batch_size)
     for (index, offset, _), doc in zip(pending, docs, strict=True):
-        results[index].extend(_extract_doc(doc, offset, lexicon))
+        results[index].extend(
+            m
+            for m in _extract_doc(doc, offset, lexicon, cue_set)
+            if m.status != HYPOTHETICAL and _within(m.start, spans[index])
+        )
     logger.debug("extracted mentions from %d texts (%d pieces)", len(results), len(pending))
     return iter(results)
+
+
+def _within(pos: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start <= pos < end for start, end in spans)
 
 
 def rollup(mentions: Iterable[Mention], lexicon: Lexicon | None = None) -> dict[str, str]:
@@ -375,7 +364,9 @@ def label_report(text: str) -> dict[str, str]:
     return rollup(extract(text))
 
 
-def label_reports(texts: Iterable[str], *, batch_size: int = 256) -> list[dict[str, str]]:
+def label_reports(
+    texts: Iterable[str], *, batch_size: int = 256, cues: CueSet | None = None
+) -> list[dict[str, str]]:
     """``label_report`` for many texts at once (batched through spaCy)."""
     lex = load_lexicon()
-    return [rollup(ms, lex) for ms in extract_many(texts, batch_size=batch_size)]
+    return [rollup(ms, lex) for ms in extract_many(texts, batch_size=batch_size, cues=cues)]

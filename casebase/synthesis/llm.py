@@ -15,8 +15,11 @@ Why it can be trusted as far as it is used (the guards live in ``llm_guard.py``)
   them from the validated per-report labels, keyed by the study id *we* asked about,
   one status per finding per study, so one report can move a count by at most one.
   An answer naming another study id is rejected.
-* A narrative may not state a number that is not in the counts it was given (or k, a
-  filter value, a percentage of a count); otherwise it is retried, then an error.
+* A narrative is not the model's prose: the model picks statements from a closed set
+  (relation, finding ids of the counts, which of their numbers to cite) and casebase
+  writes the sentences with its own templates and the counts' numbers
+  (``llm_narrative.py``). An answer that does not validate, or states something not
+  true of the counts, is retried, then refused with a one-line error.
 
 Failures of one report (timeout, invalid JSON, schema violation, invented study id) are
 retried with backoff, then recorded in :attr:`LLMExtraction.errors` for that study; the
@@ -42,32 +45,36 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from casebase.errors import ConfigError, InputError, LLMError
+from casebase.synthesis.aggregate import Aggregate
 from casebase.synthesis.lexicon import Lexicon, load_lexicon
 from casebase.synthesis.llm_cache import LLMCache, cache_key, text_sha256
 from casebase.synthesis.llm_guard import (
     EXTRACT_SYSTEM,
-    NARRATE_SYSTEM,
     PROMPT_VERSION,
     STATUSES,
     InvalidAnswer,
-    allowed_numbers,
     catalogue,
-    counts_message,
     extraction_model,
-    known_strings,
-    narration_facts,
-    narrative_model,
     parse_extraction,
-    parse_narrative,
     report_message,
     response_format,
-    unknown_numbers,
+)
+from casebase.synthesis.llm_narrative import (
+    NARRATE_SYSTEM,
+    NARRATIVE_VERSION,
+    answer_model,
+    from_cache,
+    narration_facts,
+    parse_answer,
+    render,
+    to_cache,
 )
 from casebase.synthesis.llm_results import (
     Disagreement,
     LLMExtraction,
     LLMUsage,
     Narrative,
+    NarrativeStatement,
     ReportText,
     compare_with_rules,
 )
@@ -81,6 +88,7 @@ __all__ = [
     "LLMExtraction",
     "LLMUsage",
     "Narrative",
+    "NarrativeStatement",
     "ReportText",
     "compare_with_rules",
 ]
@@ -91,7 +99,12 @@ T = TypeVar("T")
 
 
 class _Failed(Exception):
-    """One request failed after its retries; the message is the last reason."""
+    """One request failed after its retries; the message is the last reason, and
+    ``refused`` says whether that was an answer that did not validate."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class _Unreachable(_Failed):
@@ -306,11 +319,13 @@ class LLMBackend:
         reason = "no attempt made"
         attempts = self.retries + 1
         refused = 0
+        invalid = False
         for attempt in range(attempts):
             if outage.reason is not None:  # another request found the server down
                 raise _Failed("not sent: the LLM server could not be reached")
             if attempt and self.backoff_s:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            invalid = False
             try:
                 return parse(self._complete(messages, fmt, tally))
             except fatal as exc:  # every report would fail the same way
@@ -329,13 +344,13 @@ class LLMBackend:
                 else:
                     reason = f"{type(exc).__name__}: {_one_line(exc)}"
             except InvalidAnswer as exc:
-                reason = str(exc)
+                reason, invalid = str(exc), True
             logger.info("LLM attempt %d/%d failed: %s", attempt + 1, attempts, reason)
         message = f"{reason} (after {attempts} attempt{'s' if attempts > 1 else ''})"
         if refused == attempts:
             outage.reason = message
             raise _Unreachable(message)
-        raise _Failed(message)
+        raise _Failed(message, refused=invalid)
 
     def _where(self) -> str:
         return self.api_base or f"the {self.model.split('/', 1)[0]} provider's endpoint"
@@ -433,55 +448,54 @@ class LLMBackend:
     # --- narrative ---------------------------------------------------------------------
 
     def narrate(
-        self, counts: Mapping[str, Any] | Any, *, k: int, filters: Mapping[str, Any] | None = None
+        self,
+        counts: Aggregate | Mapping[str, Any],
+        *,
+        k: int,
+        filters: Mapping[str, Any] | None = None,
     ) -> Narrative:
-        """A short narrative over counts the code computed (``Aggregate`` or its dict).
+        """A short narrative over counts the code computed (an ``Aggregate`` or its dict).
 
-        The model sees only the counts (finding ids and numbers, no report text); its
-        text is rejected if it states a number not derived from them (see module doc).
+        The model sees only the counts (finding ids and numbers, no report text) and
+        answers with statements under a contract (``llm_narrative.py``); the text is
+        casebase's rendering of them. An answer that does not hold is refused
+        (:class:`~casebase.errors.LLMError`, one line), never shown in part.
         """
         import json
 
-        if hasattr(counts, "to_dict"):
-            counts = counts.to_dict()
-        if not isinstance(counts, Mapping):
-            raise InputError("LLM narrative: counts must be a mapping or an Aggregate")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"LLM narrative: k must be a positive whole number, got {k!r}")
+        agg = counts if isinstance(counts, Aggregate) else None
+        if agg is None and isinstance(counts, Mapping):
+            agg = Aggregate.from_dict(counts)
+        if agg is None:
+            raise InputError("LLM narrative: counts must be an Aggregate or its dict")
+        if not agg.counts:
+            raise InputError("LLM narrative: no finding in the counts, nothing to narrate")
         plain_filters = json.loads(json.dumps(dict(filters or {}), default=str))
-        facts = narration_facts(counts)
-        allowed = allowed_numbers(facts, k, plain_filters)
-        strings = known_strings(counts, plain_filters)
-
-        def parse(content: str | None) -> str:
-            text = parse_narrative(content)
-            bad = unknown_numbers(text, allowed, strings)
-            if bad:
-                raise InvalidAnswer(
-                    f"narrative states numbers not in the counts: {', '.join(bad[:5])}"
-                )
-            return text
-
-        user = counts_message(facts, k, plain_filters)
-        key = cache_key("narrate", self.model, PROMPT_VERSION, text_sha256(user))
+        user = narration_facts(agg, k, plain_filters)
+        key = cache_key("narrate", self.model, NARRATIVE_VERSION, text_sha256(user))
         tally = _Tally()
         cached = self.cache.get(key) if self.cache is not None else None
-        if isinstance(cached, str):
+        statements = from_cache(cached, agg)
+        if statements is not None:
             self._add(tally, LLMUsage(cache_hits=1))
-            return Narrative(cached, self.model, tally.usage)
+            return Narrative(render(statements, agg), self.model, tally.usage, statements)
         messages = [
             {"role": "system", "content": NARRATE_SYSTEM},
             {"role": "user", "content": user},
         ]
+        fmt = response_format(answer_model(tuple(c.finding for c in agg.counts)), "narrative")
         outage = _Outage()
         try:
-            text = self._ask(
-                messages, response_format(narrative_model(), "narrative"), parse, tally, outage
+            statements = self._ask(
+                messages, fmt, lambda content: parse_answer(content, agg), tally, outage
             )
         except _Unreachable:
             raise self._unreachable_error(outage) from None
         except _Failed as exc:
-            raise LLMError(f"LLM narrative from {self.model} failed: {exc}") from None
+            verb = "refused" if exc.refused else "failed"
+            raise LLMError(f"LLM narrative from {self.model} {verb}: {exc}") from None
         if self.cache is not None:
-            self.cache.put(key, kind="narrate", model=self.model, value=text)
-        return Narrative(text, self.model, tally.usage)
+            self.cache.put(key, kind="narrate", model=self.model, value=to_cache(statements))
+        return Narrative(render(statements, agg), self.model, tally.usage, statements)

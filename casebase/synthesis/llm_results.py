@@ -71,12 +71,24 @@ class LLMExtraction:
 
 
 @dataclass(frozen=True)
+class NarrativeStatement:
+    """One statement a model chose for a narrative (see ``llm_narrative``): a relation
+    from a closed set, the finding ids it is about, and which numbers to cite."""
+
+    relation: str
+    findings: tuple[str, ...]
+    cite: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Narrative:
-    """A checked narrative over counts the code computed."""
+    """A narrative over counts the code computed: ``text`` is casebase's rendering of the
+    model's checked ``statements``, never the model's own words."""
 
     text: str
     model: str
     usage: LLMUsage
+    statements: tuple[NarrativeStatement, ...] = ()
 
 
 @dataclass(frozen=True)

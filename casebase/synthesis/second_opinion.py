@@ -6,9 +6,11 @@ view, never the raw report) go one by one to :meth:`LLMBackend.extract`. The bri
 an :class:`~casebase.synthesis.brief.LLMSection`: counts recomputed from the validated
 per-report labels, the studies behind each, the reports that failed (each with a
 one-line reason; the others still count), tokens and cost, and, on request, a narrative
-of the rule counts that may state no number not in them. The rule counts stay the
-brief's numbers. A missing model, a missing ``llm`` extra, or a credential or model-name
-error fails the whole brief with a one-line :class:`~casebase.errors.CasebaseError`.
+of the rule counts: statements the model chose, checked against those counts and written
+by casebase's templates (``llm_narrative.py``), or the one-line reason it was refused.
+The rule counts stay the brief's numbers. A missing model, a missing ``llm`` extra, or a
+credential or model-name error fails the whole brief with a one-line
+:class:`~casebase.errors.CasebaseError`.
 """
 
 from __future__ import annotations
@@ -95,11 +97,13 @@ def second_opinion(
     if narrate:
         if not agg.n_with_report or brief.k < 1:
             narrative_error = "no hit has a report, so there is nothing to narrate"
+        elif not agg.counts:
+            narrative_error = "no report mentions a finding, so there is nothing to narrate"
         else:
             try:
                 narrative = backend.narrate(agg, k=brief.k, filters=brief.filters).text
-            except LLMError as exc:  # the counts still stand; say why there is no text
-                narrative_error = str(exc)
+            except LLMError as exc:  # the counts still stand; say in one line why not
+                narrative_error = " ".join(str(exc).split())
     return LLMSection.from_extraction(
         extraction,
         sent,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from psycopg.types.json import Jsonb
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
 
-def relabel(conn, *, batch: str | None = None, chunk: int = 2000) -> tuple[int, int]:
+def relabel(conn: Connection, *, batch: str | None = None, chunk: int = 2000) -> tuple[int, int]:
     """Re-run the rule labeller over stored sanitised reports; return (reports, findings).
 
     Each chunk replaces its studies' rule findings in one transaction, so readers

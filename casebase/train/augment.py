@@ -116,10 +116,10 @@ class ImageCache:
             scale = self.side / max(image.size)
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-        size = image.width * image.height * len(image.getbands())
-        if self.bytes + size <= self.max_bytes:
+        n_bytes = image.width * image.height * len(image.getbands())
+        if self.bytes + n_bytes <= self.max_bytes:
             self._images[uri] = image
-            self.bytes += size
+            self.bytes += n_bytes
         return image
 
 

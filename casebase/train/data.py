@@ -22,12 +22,15 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from casebase.db.spaces import Space
 from casebase.errors import InputError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +157,7 @@ def load_pairs(
     return pairs
 
 
-def text_of_study(conn, source: TextSource, study_pks: Sequence[int]) -> dict[int, str]:
+def text_of_study(conn: Connection, source: TextSource, study_pks: Sequence[int]) -> dict[int, str]:
     """study_pk → its text (label fusion renders the same text training used)."""
     rows = conn.execute(
         """

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from casebase.embedding.checkpoint import MODEL_FILE, write_config
+from casebase.embedding.precision import check_precision
 from casebase.embedding.presets import image_size
 from casebase.errors import InputError
 from casebase.train import checkpoint as ck
 from casebase.train.augment import Augment, ImageCache, TrainTransform
 from casebase.train.data import TextSource, grades_of, load_pairs, split_by_patient
 from casebase.train.loss import same_text_prior, siglip_head
-from casebase.train.run import Run, cpu_bf16_supported
+from casebase.train.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,8 @@ class Recipe:
     ``augment``: :class:`~casebase.train.augment.Augment` (``Augment.off()`` for none;
     with ``hflip`` the checkpoint also embeds each film as the mean of it and its mirror);
     ``balanced``: every label equally often per epoch; ``ordinal``: the label is a grade,
-    and a neighbouring grade is ``neighbour`` of a positive (:mod:`casebase.train.loss`);
-    ``cpu_bf16``: on a CPU with native bf16, train in bf16 autocast (held-out P@k and
-    the checkpoint stay float32).
+    and a neighbouring grade is ``neighbour`` of a positive (:mod:`casebase.train.loss`).
+    (bf16 steps on a CPU are ``train(precision="bf16")``, not part of the recipe.)
     """
 
     image_size: int | None = None
@@ -55,7 +55,6 @@ class Recipe:
     balanced: bool = False
     ordinal: bool = False
     neighbour: float = 0.5
-    cpu_bf16: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,6 +193,21 @@ def _device(device: str | None) -> str:
     return device
 
 
+def _precision(precision: str | None, device: str) -> str:
+    """The steps' autocast: unless asked, bf16 on a GPU that has it, else fp32. fp16 would
+    need loss scaling (its gradients underflow), which this loop does not do."""
+    import torch
+
+    if precision == "fp16":
+        raise InputError(
+            "training in fp16 needs loss scaling, which casebase does not do: use bf16"
+        )
+    if precision is None:
+        cuda = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        precision = "bf16" if cuda else "fp32"
+    return check_precision(precision, device)
+
+
 def train(
     conn,
     *,
@@ -205,6 +219,7 @@ def train(
     out: str | Path,
     device: str | None = None,
     batch_size: int = 64,
+    precision: str | None = None,
     lr: float | None = None,
     weight_decay: float | None = None,
     seed: int = 0,
@@ -238,7 +253,12 @@ def train(
     recipe = recipe or Recipe()
     started, cpu_started = time.monotonic(), _cpu_seconds()
     deadline = started + max_minutes * 60 if max_minutes else None
-    given = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "patience": patience}
+    given: dict[str, Any] = {
+        "epochs": epochs,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "patience": patience,
+    }
     _check(batch_size=batch_size, k=k, **given)
     out = Path(out)
     source = TextSource.parse(text)
@@ -291,6 +311,7 @@ def train(
         "exclude_batches": list(exclude_batches),
     }
     dev = _device(device)
+    steps_precision = _precision(precision, dev)
     model = start.model.to(dev)
     head = siglip_head(same_text_prior([p.text for p in train_pairs], batch_size)).to(dev)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
@@ -315,12 +336,12 @@ def train(
         k=k,
         seed=seed,
         device=dev,
+        precision=steps_precision,
         workers=workers,
         progress=progress,
         balanced=recipe.balanced,
         grades=grades,
         neighbour=recipe.neighbour,
-        cpu_bf16=recipe.cpu_bf16 and cpu_bf16_supported(),
     )
     saved = ck.load_state(out)
     if saved is not None:
@@ -336,6 +357,7 @@ def train(
         "training": {
             "epochs": epochs,
             "batch_size": batch_size,
+            "precision": steps_precision,
             "lr": lr,
             "weight_decay": weight_decay,
             "seed": seed,
@@ -374,11 +396,11 @@ def train(
             total_steps=epochs * steps_per_epoch,
             deadline=deadline,
         )
-        precision = run.held_out_precision(held, eval_tf, epoch=epoch)
+        p_at_k = run.held_out_precision(held, eval_tf, epoch=epoch)
         record = run.finish_epoch(
             epoch,
             loss,
-            precision,
+            p_at_k,
             partial,
             time.monotonic() - started,
             _cpu_seconds() - cpu_started,

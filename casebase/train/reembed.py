@@ -21,17 +21,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from psycopg.types.json import Jsonb
 
 from casebase.db import spaces as db_spaces
 from casebase.db.bulk import EMBEDDING_ROWS, copy_rows
+from casebase.db.connection import scalar
 from casebase.db.spaces import Space
 from casebase.errors import InputError
 from casebase.progress import progress_bar
 from casebase.train.data import TextSource, text_of_study
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +86,12 @@ def fusion_spec(fuse_text: str | None, w_img: float, w_text: float) -> dict | No
     return {"text": str(source), "w_img": float(w_img), "w_text": float(w_text)}
 
 
-def _settle_fusion(conn, space: Space, wanted: dict | None) -> None:
-    has_rows = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM casebase.embedding WHERE space_id = %s)", (space.space_id,)
-    ).fetchone()[0]
+def _settle_fusion(conn: Connection, space: Space, wanted: dict | None) -> None:
+    has_rows = scalar(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM casebase.embedding WHERE space_id = %s)",
+        (space.space_id,),
+    )
     if space.fusion == wanted:
         return
     if space.fusion is not None:
@@ -128,6 +134,7 @@ def reembed(
     batch_size: int = 64,
     workers: int | None = None,
     device: str | None = None,
+    precision: str = "fp32",
     fuse_text: str | None = None,
     w_img: float = 0.5,
     w_text: float = 0.5,
@@ -154,10 +161,10 @@ def reembed(
     text_source = TextSource.parse(fuse_text) if fuse_text else None
     params = {"src": src.space_id, "dst": dst.space_id, "batches": list(batches or [])}
     todo_sql = _TODO.format(batches="AND e.batch = ANY(%(batches)s)" if batches else "")
-    todo = conn.execute("SELECT count(*) " + todo_sql, params).fetchone()[0]
-    already = conn.execute(
-        "SELECT count(*) FROM casebase.embedding WHERE space_id = %s", (dst.space_id,)
-    ).fetchone()[0]
+    todo = scalar(conn, "SELECT count(*) " + todo_sql, params)
+    already = scalar(
+        conn, "SELECT count(*) FROM casebase.embedding WHERE space_id = %s", (dst.space_id,)
+    )
     modalities = [
         r[0]
         for r in conn.execute(
@@ -169,7 +176,7 @@ def reembed(
         db_spaces.ensure_partition(conn, dst, modality)
         db_spaces.drop_vector_index(conn, dst, modality)
     conn.commit()
-    encoder = encoder_for_space(dst, device)
+    encoder = encoder_for_space(dst, device, precision)
 
     added = failed = fused = 0
     text_vectors: dict[str, np.ndarray] = {}

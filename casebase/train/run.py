@@ -20,6 +20,7 @@ import numpy as np
 
 from casebase.embedding.checkpoint import MODEL_FILE, write_checkpoint
 from casebase.embedding.encoder import embed_images
+from casebase.embedding.precision import autocast
 from casebase.embedding.workers import worker_init
 from casebase.errors import CasebaseError
 from casebase.progress import progress_bar
@@ -30,17 +31,6 @@ from casebase.train.loss import pair_targets, shared_text_siglip_loss
 log = logging.getLogger(__name__)
 
 HELD_OUT_CACHE_BYTES = 256 << 20  # held-out tensors kept between epochs, at most
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there, bf16
-    autocast trains the small ResNet about 1.5x faster; elsewhere it would be emulated."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def lr_at(step: int, total: int, lr: float) -> float:
@@ -69,18 +59,19 @@ class Run:
         device: str,
         workers: int | None,
         progress: bool | None,
+        precision: str = "fp32",
         balanced: bool = False,
         grades: dict[int, float] | None = None,
         neighbour: float = 0.5,
-        cpu_bf16: bool = False,
     ) -> None:
         """``start.config.tta`` (``"hflip"``) also applies to the held-out vectors, so the
         epoch chosen is the best one as ingest will embed with it."""
         import open_clip
 
         self.out, self.model, self.head, self.opt = out, model, head, opt
-        self.cpu_bf16 = cpu_bf16 and device == "cpu"
-        if self.cpu_bf16:  # bf16 convolutions want NHWC
+        self.precision = precision  # the steps' autocast (embedding/precision.py)
+        self._channels_last = precision == "bf16" and device == "cpu"
+        if self._channels_last:  # oneDNN's bf16 convolutions want NHWC
             import torch
 
             self.model.to(memory_format=torch.channels_last)
@@ -144,8 +135,8 @@ class Run:
                 [p.text for p in pairs], seed=self.seed, epoch=epoch, balanced=self.balanced
             )
             ordered = [pairs[i] for i in order]
-            loader = DataLoader(
-                PairImages([p.uri for p in ordered], None, load=load),
+            loader: Any = DataLoader(
+                PairImages([p.uri for p in ordered], None, load=load),  # type: ignore[arg-type]
                 batch_size=batch_size,
                 shuffle=False,
                 num_workers=self.workers,
@@ -193,13 +184,9 @@ class Run:
         grades = None
         if self.grades is not None:
             grades = torch.tensor([self.grades[p.image_pk] for p in rows], device=self.device)
-        cuda = self.device.startswith("cuda")
-        if self.cpu_bf16:
+        if self._channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with (
-            torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda),
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16),
-        ):
+        with autocast(self.precision, self.device):
             image = self.model.encode_image(
                 batch.to(self.device, non_blocking=True), normalize=True
             )
@@ -243,8 +230,8 @@ class Run:
             return self._held_tensors
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(
-            PairImages([p.uri for p in held], transform),
+        loader: Any = DataLoader(
+            PairImages([p.uri for p in held], transform),  # type: ignore[arg-type]
             batch_size=256,
             shuffle=False,
             num_workers=self.workers,

@@ -11,9 +11,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from casebase.db.connection import scalar
 from casebase.db.spaces import Space, ensure_space, get_space, list_spaces
 from casebase.errors import InputError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +31,9 @@ class SpaceRow:
     vectors: dict[str, int]
 
 
-def add_checkpoint_space(conn, checkpoint: str | Path, *, name: str | None = None) -> Space:
+def add_checkpoint_space(
+    conn: Connection, checkpoint: str | Path, *, name: str | None = None
+) -> Space:
     """Register ``checkpoint`` (a `casebase train` model.pt) as a space; idempotent.
 
     Loading the checkpoint checks its sha256 and that its weights match its
@@ -62,7 +69,7 @@ def add_checkpoint_space(conn, checkpoint: str | Path, *, name: str | None = Non
     return space
 
 
-def space_rows(conn) -> list[SpaceRow]:
+def space_rows(conn: Connection) -> list[SpaceRow]:
     counts: dict[str, dict[str, int]] = {}
     for space_name, modality, n in conn.execute(
         "SELECT space, modality, count(*) FROM casebase.embeddings GROUP BY 1, 2 ORDER BY 1, 2"
@@ -92,7 +99,7 @@ def render_spaces(rows: list[SpaceRow]) -> str:
     return "\n".join(lines)
 
 
-def drop_space(conn, name: str) -> int:
+def drop_space(conn: Connection, name: str) -> int:
     """Delete a non-default space: its vectors (partitions dropped) and its row.
 
     Batches that were loaded into it keep their studies and images but no longer
@@ -108,9 +115,9 @@ def drop_space(conn, name: str) -> int:
                 else "it is the only space"
             )
             raise InputError(f"space {name!r} is the default: {hint}")
-        n = conn.execute(
-            "SELECT count(*) FROM casebase.embedding WHERE space_id = %s", (space.space_id,)
-        ).fetchone()[0]
+        n = scalar(
+            conn, "SELECT count(*) FROM casebase.embedding WHERE space_id = %s", (space.space_id,)
+        )
         conn.execute(f'DROP TABLE IF EXISTS casebase."embedding_s{int(space.space_id)}"')
         conn.execute(
             "UPDATE casebase.ingest_batch SET space_id = NULL WHERE space_id = %s",

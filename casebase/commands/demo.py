@@ -9,20 +9,36 @@ shows the SQL to do the same by hand. A re-run reuses everything already done.
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from casebase.config import load_settings
-from casebase.errors import ModelError
+from casebase.commands.search import render_table
+
+if TYPE_CHECKING:
+    from casebase.client import Client
 
 BATCH = "demo-cohort"
 BASE_SPACE = "tiny-random"
 TRAINED_SPACE = "demo-trained"
 
 
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the offline end-to-end demo on the embedded database")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo()
+    return 0
+
+
 def _pretrained_available(model: str) -> bool:
     from casebase.embedding import load_encoder
+    from casebase.errors import ModelError
 
     try:
         load_encoder(model, device="cpu")
@@ -39,11 +55,11 @@ def run_demo(
     train_minutes: float = 2.0,
 ) -> Path:
     """Run the tour; return the contact sheet's path."""
-    import casebase
+    from casebase.client import connect
     from casebase.cohort import generate
+    from casebase.config import load_settings
     from casebase.db import migrate
     from casebase.db.connection import checked_url
-    from casebase.ingest.pipeline import IngestOptions, ingest
 
     started = time.perf_counter()
     settings = load_settings()
@@ -59,11 +75,10 @@ def run_demo(
         )
         generate(manifest.parent, n_chest=n_chest, n_knee=n_knee, seed=0)
 
-    out("\n== 1. ingest (idempotent: a re-run loads nothing)")
-    summary = ingest(manifest, IngestOptions(batch=BATCH, model=BASE_SPACE), url=url)
-    out(summary.render())
+    with connect(url, settings=settings) as client:
+        out("\n== 1. ingest (idempotent: a re-run loads nothing)")
+        out(client.ingest(manifest, batch=BATCH, model=BASE_SPACE).render())
 
-    with casebase.connect(url) as client:
         out("\n== 2. the model")
         if _pretrained_available(settings.model):
             out(
@@ -94,8 +109,6 @@ def run_demo(
             "age 30-90, excluding portable films"
         )
         hits = client.search(study_id=query, k=50, age=(30, 90), exclude_flags=["portable"])
-        from casebase.retrieval.cli import render_table
-
         out(render_table(hits[:10]) + f"\n  … {len(hits) - 10} more")
 
         out("\n== 4. the brief")
@@ -107,21 +120,15 @@ def run_demo(
         )
         out(brief.render_text(max_ids=8))
 
-        sheet = _contact_sheet(client, query, hits[:14], demo / "contact_sheet.png")
+        sheet = client.contact_sheet(demo / "contact_sheet.png", hits[:14], study_id=query)
         out(f"\n== 5. contact sheet: {sheet}")
 
     out("\n== 6. the same by hand, in SQL")
     out(f'psql "{url}"')
-    out(f"""SELECT rank, study_id, round(distance::numeric, 4) AS distance, age, sex, flags
-FROM casebase.similar_cases('{query}', k => 50, age_min => 30, age_max => 90,
-                            exclude_flags => ARRAY['portable']);
+    from importlib.resources import files
 
-SELECT f.finding, count(*) FILTER (WHERE f.status = 'present') AS present,
-       array_agg(s.study_id) FILTER (WHERE f.status = 'present') AS study_ids
-FROM casebase.similar_cases('{query}', k => 50, age_min => 30, age_max => 90,
-                            exclude_flags => ARRAY['portable']) s
-JOIN casebase.findings f USING (study_id)
-GROUP BY f.finding ORDER BY present DESC;""")
+    by_hand = files("casebase.commands").joinpath("demo.sql").read_text(encoding="utf-8")
+    out("\n".join(ln for ln in by_hand.splitlines() if not ln.startswith("--")).format(query=query))
     out(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return sheet
 
@@ -130,22 +137,15 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def _train_once(client, out_dir: Path, minutes: float, out) -> str:
+def _train_once(client: Client, out_dir: Path, minutes: float, out) -> str:
     """Train, register, back-fill and make default — each step skipped when done."""
-    from casebase.db.spaces import list_spaces, set_default
-    from casebase.train import add_checkpoint_space, reembed, train
     from casebase.train.checkpoint import SMALL_RESNET_CFG
 
-    names = {s.name for s in list_spaces(client.conn)}
-    client.conn.commit()
-    if TRAINED_SPACE not in names:
-        import json
-
+    if TRAINED_SPACE not in {s.name for s in client.spaces()}:
         out_dir.mkdir(parents=True, exist_ok=True)
         config = out_dir / "architecture.json"
         config.write_text(json.dumps(SMALL_RESNET_CFG, indent=2))
-        result = train(
-            client.conn,
+        result = client.train(
             space=BASE_SPACE,
             base=str(config),
             text="label:label",
@@ -158,40 +158,22 @@ def _train_once(client, out_dir: Path, minutes: float, out) -> str:
             patience=8,
         )
         out(_indent(result.render()))
-        add_checkpoint_space(client.conn, result.checkpoint, name=TRAINED_SPACE)
+        client.add_space(result.checkpoint, name=TRAINED_SPACE)
     else:
         out(f"  space {TRAINED_SPACE} exists: training skipped")
-    summary = reembed(client.conn, source=BASE_SPACE, target=TRAINED_SPACE)
+    summary = client.reembed(source=BASE_SPACE, target=TRAINED_SPACE)
     out(f"  re-embedded into {TRAINED_SPACE}: {summary}")
-    set_default(client.conn, TRAINED_SPACE)
-    client.conn.commit()
+    client.set_default_space(TRAINED_SPACE)
     return TRAINED_SPACE
 
 
-def _query_study(client) -> str:
-    row = client.conn.execute(
-        "SELECT study_id FROM casebase.studies WHERE batch = %s AND modality = 'CXR' "
-        "AND attributes ->> 'label' LIKE '%%pleural_effusion%%' AND NOT 'portable' = ANY(flags) "
-        "ORDER BY study_id LIMIT 1",
-        (BATCH,),
-    ).fetchone()
-    client.conn.commit()
-    return row[0]
-
-
-def _contact_sheet(client, query: str, hits, path: Path) -> Path:
-    from casebase.retrieval.grid import _open, contact_sheet
-
-    ids = [h.extra.get("image_id") for h in hits]
-    paths = dict(
-        client.conn.execute(
-            "SELECT image_id, uri FROM casebase.images WHERE image_id = ANY(%s)", (ids,)
-        ).fetchall()
+def _query_study(client: Client) -> str:
+    """A chest film with a pleural effusion, not portable: the tour's query."""
+    ids = client.study_ids(
+        batch=BATCH,
+        modality="CXR",
+        exclude_flags=["portable"],
+        attribute_contains={"label": "pleural_effusion"},
+        limit=1,
     )
-    row = client.conn.execute(
-        "SELECT uri FROM casebase.images WHERE study_id = %s ORDER BY image_id LIMIT 1", (query,)
-    ).fetchone()
-    client.conn.commit()
-    return contact_sheet(
-        path, query_image=_open(row[0]), query_label=query, hits=hits, image_paths=paths
-    )
+    return ids[0]

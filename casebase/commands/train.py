@@ -1,6 +1,6 @@
 """`casebase train`, `casebase spaces list|add|default|drop` and `casebase reembed`.
 
-Argument parsing only: each command calls one library function.
+Argument parsing only: each command calls the client.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import json
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     t = sub.add_parser(
         "train",
         help="fine-tune a space's model on its image-text pairs (contrastive)",
@@ -46,6 +46,11 @@ def add_parsers(sub) -> None:
     t.add_argument("--holdout", type=float, default=0.15, help="share of patients held out")
     t.add_argument("-k", type=int, default=5, help="k of the held-out precision@k")
     t.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="autocast of the training steps (default: bf16 on CUDA, fp32 on CPU)",
+    )
     t.add_argument("--workers", type=int, help="image decode workers (default: 0 on CPU)")
     t.add_argument(
         "--image-size", type=int, help="input side in px of a random-init --base (default 128)"
@@ -70,10 +75,13 @@ def add_parsers(sub) -> None:
     )
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true")
+    t.set_defaults(run=run_train)
 
     s = sub.add_parser("spaces", help="embedding spaces: list, add, default, drop")
     ssub = s.add_subparsers(dest="spaces_command", required=True, metavar="ACTION")
-    ssub.add_parser("list", help="the spaces, their models and vector counts (* = default)")
+    listing = ssub.add_parser(
+        "list", help="the spaces, their models and vector counts (* = default)"
+    )
     add = ssub.add_parser("add", help="register a `casebase train` checkpoint as a new space")
     add.add_argument("--checkpoint", required=True, help="the model.pt written by train")
     add.add_argument("--name", help="space name (default: ckpt-<sha256 prefix>)")
@@ -81,6 +89,8 @@ def add_parsers(sub) -> None:
     default.add_argument("name")
     drop = ssub.add_parser("drop", help="delete a non-default space and its vectors")
     drop.add_argument("name")
+    for action in (listing, add, default, drop):
+        action.set_defaults(run=run_spaces)
 
     r = sub.add_parser(
         "reembed",
@@ -93,6 +103,12 @@ def add_parsers(sub) -> None:
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--workers", type=int, help="decode worker processes")
     r.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    r.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast the model to bf16/fp16 (GPU speed; checked against fp32 first)",
+    )
     r.add_argument(
         "--batch",
         action="append",
@@ -110,26 +126,26 @@ def add_parsers(sub) -> None:
     r.add_argument("--w-text", type=float, default=0.5)
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--json", action="store_true")
+    r.set_defaults(run=run_reembed)
 
 
 def run_train(args: argparse.Namespace) -> int:
     import sys
 
     from casebase.client import connect
-    from casebase.config import load_settings
-    from casebase.train.loop import Recipe, epoch_line, train
+    from casebase.train.loop import Recipe, epoch_line
 
     with connect() as client:
-        result = train(
-            client.conn,
+        result = client.train(
             space=args.space,
             base=args.base,
             pretrained=args.pretrained,
             text=":".join(args.text),
             epochs=args.epochs,
             out=args.out,
-            device=args.device or load_settings().device,
+            device=args.device or client.settings.device,
             batch_size=args.batch_size,
+            precision=args.precision,
             lr=args.lr,
             weight_decay=args.weight_decay,
             seed=args.seed,
@@ -155,44 +171,38 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_spaces(args: argparse.Namespace) -> int:
     from casebase.client import connect
-    from casebase.db.spaces import set_default
-    from casebase.train import spaces
+    from casebase.train.spaces import render_spaces
 
     with connect() as client:
         if args.spaces_command == "list":
-            print(spaces.render_spaces(spaces.space_rows(client.conn)))
+            print(render_spaces(client.space_rows()))
         elif args.spaces_command == "add":
-            space = spaces.add_checkpoint_space(client.conn, args.checkpoint, name=args.name)
-            current = next(
-                (s.name for s in spaces.list_spaces(client.conn) if s.is_default), "SPACE"
-            )
+            space = client.add_space(args.checkpoint, name=args.name)
+            current = next((s.name for s in client.spaces() if s.is_default), "SPACE")
             print(
                 f"space {space.name} (dim {space.dim}) registered; fill it with: casebase "
                 f"reembed --from {current} --to {space.name}"
             )
         elif args.spaces_command == "default":
-            space = set_default(client.conn, args.name)
-            client.conn.commit()
+            space = client.set_default_space(args.name)
             print(f"searches now use space {space.name}")
         else:
-            n = spaces.drop_space(client.conn, args.name)
+            n = client.drop_space(args.name)
             print(f"space {args.name} dropped ({n} vectors)")
     return 0
 
 
 def run_reembed(args: argparse.Namespace) -> int:
     from casebase.client import connect
-    from casebase.config import load_settings
-    from casebase.train.reembed import reembed
 
     with connect() as client:
-        summary = reembed(
-            client.conn,
+        summary = client.reembed(
             source=args.source,
             target=args.target,
             batch_size=args.batch_size,
             workers=args.workers,
-            device=args.device or load_settings().device,
+            device=args.device or client.settings.device,
+            precision=args.precision,
             fuse_text=args.fuse_text,
             w_img=args.w_img,
             w_text=args.w_text,

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from casebase.commands.search import add_filter_arguments, filters_from_args, run_search
 
 
-def add_parsers(sub) -> None:
-    from casebase.retrieval.cli import add_filter_arguments
-
+def add_parser(sub) -> None:
     p = sub.add_parser("brief", help="what the reports of the k most similar cases say")
     add_filter_arguments(p)
     p.set_defaults(k=50)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="the brief as JSON (every study id)")
     fmt.add_argument("--markdown", action="store_true", help="the brief as a Markdown table")
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the brief as one self-contained HTML page (films as thumbnails, "
+        "a findings chart with the study ids behind each bar); its folder must exist",
+    )
     p.add_argument(
         "--exclude-flag-after",
         action="append",
@@ -43,10 +50,13 @@ def add_parsers(sub) -> None:
     llm.add_argument(
         "--llm-narrate",
         action="store_true",
-        help="add the LLM's narrative of the counts (numbers checked)",
+        help="add a narrative of the rule counts: statements the LLM picks, checked against "
+        "the counts and written by casebase",
     )
+    p.set_defaults(run=run_brief)
     r = sub.add_parser("relabel", help="re-extract findings after a lexicon change")
     r.add_argument("--batch", help="only this batch")
+    r.set_defaults(run=run_relabel)
 
 
 def _llm_backend(args: argparse.Namespace):
@@ -79,9 +89,12 @@ def _llm_backend(args: argparse.Namespace):
 
 def run_brief(args: argparse.Namespace) -> int:
     from casebase.client import connect
-    from casebase.retrieval.cli import filters_from_args, run_search
 
     backend = _llm_backend(args)
+    if args.html:  # before the search: a typo in the folder costs nothing
+        from casebase.synthesis.brief_html import output_path
+
+        output_path(args.html)
     with connect() as client:
         hits = run_search(client, args)
         query = (
@@ -100,6 +113,11 @@ def run_brief(args: argparse.Namespace) -> int:
             llm=backend,
             narrate=args.llm_narrate,
         )
+        if args.html:
+            client.brief_html(
+                brief, hits, image=args.image, study_id=args.study, space=args.space, path=args.html
+            )
+            print(f"HTML brief written to {args.html}", file=sys.stderr)
     if args.json:
         print(brief.to_json())
     elif args.markdown:
@@ -111,9 +129,8 @@ def run_brief(args: argparse.Namespace) -> int:
 
 def run_relabel(args: argparse.Namespace) -> int:
     from casebase.client import connect
-    from casebase.synthesis.store import relabel
 
     with connect() as client:
-        n_reports, n_findings = relabel(client.conn, batch=args.batch)
+        n_reports, n_findings = client.relabel(batch=args.batch)
     print(f"relabelled {n_reports} reports: {n_findings} findings")
     return 0

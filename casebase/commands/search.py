@@ -1,13 +1,21 @@
-"""`casebase search`: arguments → Client.search → a table, JSON, or a contact sheet."""
+"""`casebase search`: arguments → Client.search → a table, JSON, or a contact sheet.
+
+The query and filter flags are shared with `casebase brief` (``add_filter_arguments``,
+``run_search``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from casebase.imaging.vocabulary import Sex
-from casebase.retrieval.hits import Hit
+
+if TYPE_CHECKING:
+    from casebase.client import Client
+    from casebase.retrieval.filters import Filters
+    from casebase.retrieval.hits import Hit
 
 
 def add_filter_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,9 +56,10 @@ def add_parser(sub) -> None:
     add_filter_arguments(p)
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.add_argument("--grid", help="write a contact sheet PNG here")
+    p.set_defaults(run=run)
 
 
-def filters_from_args(args: argparse.Namespace):
+def filters_from_args(args: argparse.Namespace) -> Filters:
     from casebase.retrieval.filters import Filters, parse_age_range, parse_date
 
     return Filters(
@@ -80,7 +89,7 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def run_search(client, args: argparse.Namespace) -> list[Hit]:
+def run_search(client: Client, args: argparse.Namespace) -> list[Hit]:
     text = args.text or args.extra_text
     return client.search(
         image=args.image,
@@ -124,41 +133,17 @@ def run(args: argparse.Namespace) -> int:
     with connect() as client:
         hits = run_search(client, args)
         if args.json:
-            print(
-                json.dumps(
-                    [{**asdict(h), "similarity": h.similarity} for h in hits], indent=2, default=str
-                )
-            )
+            print(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
         else:
             print(render_table(hits))
         if args.grid:
-            path = write_grid(client, args, hits)
+            path = client.contact_sheet(
+                args.grid,
+                hits,
+                image=args.image,
+                study_id=args.study,
+                text=args.text,
+                space=args.space,
+            )
             print(f"contact sheet: {path}")
     return 0
-
-
-def write_grid(client, args: argparse.Namespace, hits: list[Hit]):
-    from casebase.retrieval.encode import load_query_image
-    from casebase.retrieval.grid import contact_sheet
-
-    ids = [h.extra.get("image_id") for h in hits]
-    rows = client.conn.execute(
-        "SELECT image_id, uri FROM casebase.images WHERE image_id = ANY(%s)", (ids,)
-    ).fetchall()
-    paths = dict(rows)
-    if args.image:
-        query_image, label = load_query_image(args.image), args.image
-    elif args.study:
-        row = client.conn.execute(
-            "SELECT uri FROM casebase.images WHERE study_id = %s ORDER BY image_id LIMIT 1",
-            (args.study,),
-        ).fetchone()
-        from casebase.retrieval.grid import _open
-
-        query_image, label = _open(row[0] if row else None), args.study
-    else:
-        query_image, label = None, repr(args.text)
-    client.conn.commit()
-    return contact_sheet(
-        args.grid, query_image=query_image, query_label=label, hits=hits, image_paths=paths
-    )

@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
         help="queries and index: the studies of this ingest batch only (repeatable)",
     )
     p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run)
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

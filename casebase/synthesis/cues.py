@@ -1,0 +1,218 @@
+"""Load and validate the assertion cues (``cues.yaml``) and match them in a sentence.
+
+The cue vocabulary is data, like the finding lexicon: adding a hedge or a post-target
+negation never needs code. This module expands the compact phrase syntax of the YAML
+("[has|have] resolved|cleared") into token sequences, tokenised by the labeller's own
+tokenizer so that "can't" or "r/o" match the way the report is tokenised, and matches
+them on a sentence's words with the whitespace tokens left out, so that dictated runs of
+spaces ("is  not seen") and line breaks inside a phrase do not break a cue.
+
+A malformed file raises :class:`~casebase.errors.ConfigError` naming the kind and the
+phrase, at load time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from casebase.errors import ConfigError
+
+DEFAULT_PATH = Path(__file__).with_name("cues.yaml")
+
+FORWARD, BACKWARD, BOTH = "forward", "backward", "both"
+KINDS = ("negation", "resolved", "change", "pseudo", "hedge", "differential", "request", "link")
+_CLAUSE_KEYS = (
+    "list_words",
+    "list_breaks",
+    "clause_starters",
+    "presence_starters",
+    "copulas",
+    "copula_adverbs",
+)
+
+_REQUIRED = {"cues", "terminations", "clauses", "alternatives"}
+_TOP_KEYS = _REQUIRED | {"version", "phrase_scope"}
+
+Phrase = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CueMatch:
+    """One match of a cue phrase: word indices [start, end) in the matched sequence."""
+
+    kind: str
+    direction: str
+    start: int
+    end: int
+
+
+class PhraseTable:
+    """Token phrases -> a value, matched at every position of a word sequence."""
+
+    def __init__(self, phrases: Mapping[Phrase, Any]) -> None:
+        self.phrases = dict(phrases)
+        self.first_words = frozenset(p[0] for p in self.phrases)
+        self.max_len = max((len(p) for p in self.phrases), default=0)
+
+    def matches(self, words: Sequence[str]) -> Iterator[tuple[int, int, Any]]:
+        """Every (start, end, value) of a phrase in ``words``, all lengths included."""
+        n = len(words)
+        for i, word in enumerate(words):
+            if word not in self.first_words:
+                continue
+            for length in range(1, min(self.max_len, n - i) + 1):
+                value = self.phrases.get(tuple(words[i : i + length]))
+                if value is not None:
+                    yield i, i + length, value
+
+
+@dataclass(frozen=True)
+class CueSet:
+    """The validated cue file: cue phrases, terminations and the clause vocabulary."""
+
+    version: str
+    digest: str
+    cues: PhraseTable  # phrase -> (kind, direction)
+    terminations: PhraseTable  # phrase -> True
+    termination_words: frozenset[str]
+    termination_punct: frozenset[str]
+    clauses: Mapping[str, frozenset[str]]
+    phrase_scope: frozenset[str]  # kinds whose forward scope ends at the first list word
+    alternatives: frozenset[Phrase]  # "or": two findings offered as a differential
+
+    def find(self, words: Sequence[str]) -> list[CueMatch]:
+        """All cue matches in ``words`` (overlapping ones included)."""
+        return [CueMatch(k, d, s, e) for s, e, (k, d) in self.cues.matches(words)]
+
+    def termination_starts(self, words: Sequence[str]) -> set[int]:
+        """Indices of words that end a scope (a termination word, phrase or stop sign)."""
+        out = {
+            i
+            for i, w in enumerate(words)
+            if w in self.termination_words or w in self.termination_punct
+        }
+        out.update(s for s, _, _ in self.terminations.matches(words))
+        return out
+
+
+def expand(phrase: str) -> list[Phrase]:
+    """The token phrases that one line of the YAML stands for ("[has] resolved|cleared").
+
+    Each alternative word is tokenised on its own (spaCy splits text at whitespace
+    before anything else, so a phrase's tokens are its words' tokens, joined).
+    """
+    options: list[list[Phrase]] = []
+    for word in phrase.split():
+        optional = word.startswith("[") and word.endswith("]")
+        inner = word[1:-1] if optional else word
+        alts = inner.split("|")
+        if "[" in inner or "]" in inner or not all(alts):
+            raise ValueError(f"bad word {word!r} (brackets hold single words: '[a|b]')")
+        options.append([_tokenise(a) for a in alts] + ([()] if optional else []))
+    out = []
+    for combo in itertools.product(*options):
+        tokens = tuple(t for part in combo for t in part)
+        if tokens:
+            out.append(tokens)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _tokenise(text: str) -> Phrase:
+    from casebase.synthesis.sentences import get_nlp
+
+    return tuple(t.lower_ for t in get_nlp().tokenizer(text) if not t.is_space)
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"cues {where}: expected a list of non-empty strings")
+    return [v.strip() for v in value]
+
+
+def _phrases(lines: list[str], where: str) -> list[Phrase]:
+    out: list[Phrase] = []
+    for line in lines:
+        try:
+            out.extend(expand(line))
+        except ValueError as exc:
+            raise ConfigError(f"cues {where}: phrase {line!r}: {exc}") from exc
+    return out
+
+
+def _parse_cues(data: Any) -> dict[Phrase, tuple[str, str]]:
+    if not isinstance(data, Mapping):
+        raise ConfigError("cues: 'cues' must map kinds to directions")
+    unknown = set(data) - set(KINDS)
+    if unknown:
+        raise ConfigError(f"cues: unknown kinds {sorted(unknown)} (known: {list(KINDS)})")
+    table: dict[Phrase, tuple[str, str]] = {}
+    for kind, by_direction in data.items():
+        if not isinstance(by_direction, Mapping) or set(by_direction) - {FORWARD, BACKWARD}:
+            raise ConfigError(f"cues {kind}: expected 'forward' and/or 'backward' lists")
+        for direction, lines in by_direction.items():
+            where = f"{kind}.{direction}"
+            for phrase in _phrases(_str_list(lines, where), where):
+                old = table.get(phrase)
+                if old is None or old == (kind, direction):
+                    table[phrase] = (kind, direction)
+                elif old[0] == kind:
+                    table[phrase] = (kind, BOTH)
+                else:
+                    raise ConfigError(
+                        f"cues {where}: phrase {' '.join(phrase)!r} is also a {old[0]} cue"
+                    )
+    return table
+
+
+def parse_cues(source: str, *, origin: str = "<string>") -> CueSet:
+    """Parse and validate cue YAML text; raise ConfigError naming what is wrong."""
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cues {origin}: not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping) or set(data) - _TOP_KEYS or not _REQUIRED <= set(data):
+        raise ConfigError(f"cues {origin}: expected the keys {sorted(_TOP_KEYS)}")
+    terms = data["terminations"]
+    if not isinstance(terms, Mapping) or set(terms) != {"words", "phrases", "punctuation"}:
+        raise ConfigError(f"cues {origin}: 'terminations' needs words, phrases, punctuation")
+    clauses = data["clauses"]
+    if not isinstance(clauses, Mapping) or set(clauses) != set(_CLAUSE_KEYS):
+        raise ConfigError(f"cues {origin}: 'clauses' needs exactly {list(_CLAUSE_KEYS)}")
+    phrase_scope = _str_list(data.get("phrase_scope", []), "phrase_scope")
+    if set(phrase_scope) - set(KINDS):
+        raise ConfigError(f"cues {origin}: 'phrase_scope' names unknown kinds")
+    term_phrases = _phrases(_str_list(terms["phrases"], "terminations.phrases"), "terminations")
+    return CueSet(
+        version=str(data.get("version", "0")),
+        digest=hashlib.sha256(source.encode("utf-8")).hexdigest()[:12],
+        cues=PhraseTable(_parse_cues(data["cues"])),
+        terminations=PhraseTable(dict.fromkeys(term_phrases, True)),
+        termination_words=frozenset(_str_list(terms["words"], "terminations.words")),
+        termination_punct=frozenset(_str_list(terms["punctuation"], "terminations.punctuation")),
+        clauses={k: frozenset(_str_list(clauses[k], f"clauses.{k}")) for k in _CLAUSE_KEYS},
+        phrase_scope=frozenset(phrase_scope),
+        alternatives=frozenset(_phrases(_str_list(data["alternatives"], "alt"), "alternatives")),
+    )
+
+
+def load_cues(path: str | Path | None = None) -> CueSet:
+    """Load a cue file (the packaged one by default); cached per path."""
+    return _load_cached(str(Path(path) if path is not None else DEFAULT_PATH))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str) -> CueSet:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cues {path}: cannot be read: {exc}") from exc
+    return parse_cues(text, origin=path)
