@@ -38,6 +38,8 @@ EXPECTED = {
     "spaces default",
     "spaces drop",
     "reembed",
+    "prompts add",
+    "prompts list",
 }
 HEAVY = ("spacy", "torch", "open_clip", "litellm", "pydicom", "alembic", "sqlalchemy")
 
