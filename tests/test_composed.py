@@ -331,3 +331,26 @@ def test_modify_takes_an_image_study_or_vector_query_only(client, chest):
     vector = chest[STUDY][0][0]
     hits = client.search(vector=vector, modify=PROMPT, modify_weight=1, k=5, modality="CXR")
     assert len(hits) == 5 and all(h.route.startswith("composed/") for h in hits)
+
+
+def test_a_brief_of_a_composed_search_says_what_was_searched(client, use_db, capsys):
+    hits = client.search(study_id=STUDY, k=10, modify=PROMPT, modify_weight=2)
+    code, out, err = _cli(
+        [
+            "brief",
+            "--study",
+            STUDY,
+            "-k",
+            "10",
+            "--json",
+            "--modify",
+            PROMPT,
+            "--modify-weight",
+            "2",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    brief = json.loads(out)
+    assert brief["query"] == f"study {STUDY} + '{PROMPT}' (modify weight 2)", brief["query"]
+    assert sorted(brief["aggregate"]["study_ids"]) == sorted(h.study_id for h in hits)
