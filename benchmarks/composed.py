@@ -5,11 +5,11 @@
 The cohort and the trained space are benchmarks/demo_cohort.py's (400 generated chest
 films whose findings are drawn on them; a small open_clip model trained here on the
 findings text, since no pretrained weights can be downloaded). For each modifier
-(pleural effusion, cardiomegaly, pneumothorax) the queries are up to ``--queries``
-chest films (seeded) whose label lacks that finding. Each is searched by study id, as
-``client.search(study_id=..., k=10, modify=..., modify_weight=w)`` runs it (the study
-and its patient excluded), in the trained space and in ``tiny-random`` (random weights:
-a control, where no lift is expected). Per row:
+(pleural effusion, also worded "left pleural effusion", cardiomegaly, pneumothorax) the
+queries are up to ``--queries`` chest films (seeded) whose label lacks that finding.
+Each is searched by study id as ``client.search(study_id=..., k=10, modify=...,
+modify_weight=w)`` runs it (the study and its patient excluded), in the trained space
+and in ``tiny-random`` (random weights: a control, where no lift is expected). Per row:
 
 - ``with``: share of the top 10 whose label (the generator's ground truth, not the
   reports) contains the modifier's finding; ``w = 0`` is the plain search;
@@ -34,6 +34,7 @@ import numpy as np
 
 MODIFIERS = {
     "pleural effusion": "pleural_effusion",
+    "left pleural effusion": "pleural_effusion",  # the words; training saw the above
     "cardiomegaly": "cardiomegaly",
     "pneumothorax": "pneumothorax",
 }
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                         client, space, picks, finding, prompt, weights, labels
                     ):
                         table.append((space, prompt, len(picks), prevalence, w, with_share, keeps))
-                if finding == "pleural_effusion":
+                if prompt == "pleural effusion":
                     neutral_table = run_neutrals(
                         client, cohort.trained, picks, finding, prompt, args.neutral_weight, labels
                     )
@@ -165,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nComposed queries, demo cohort ({n_films} chest films), top {K} by study id")
     print(f"model: {cohort.training}")
     print(
-        f"{'space':<12} {'modifier':<17} {'queries':>7} {'prevalence':>10} {'w':>5} "
+        f"{'space':<12} {'modifier':<22} {'queries':>7} {'prevalence':>10} {'w':>5} "
         f"{'with':>6} {'keeps':>6}"
     )
     for space, prompt, n, prevalence, w, with_share, keeps in table:
         print(
-            f"{space:<12} {prompt:<17} {n:>7} {prevalence:>10.3f} {w:>5g} "
+            f"{space:<12} {prompt:<22} {n:>7} {prevalence:>10.3f} {w:>5g} "
             f"{with_share:>6.3f} {keeps:>6.3f}"
         )
     print(

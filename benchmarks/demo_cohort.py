@@ -102,7 +102,9 @@ def prepare(
             conn.execute("DELETE FROM casebase.embedding_space WHERE name = %s", (TRAINED,))
             conn.commit()
     if checkpoint.exists():
-        training = f"model reused from {checkpoint} (--retrain to train again)"
+        note = run / "training.txt"
+        training = note.read_text().strip() if note.exists() else f"model from {checkpoint}"
+        training += " (reused; --retrain to train again)"
     else:
         config = copy.deepcopy(SMALL_RESNET_CFG)
         config["model_cfg"]["text_cfg"]["context_length"] = 40
@@ -131,6 +133,7 @@ def prepare(
             f"{result.baseline_precision:.3f} -> {result.best_precision:.3f} at epoch "
             f"{result.best_epoch}"
         )
+        (run / "training.txt").write_text(training)
         log(training)
     with connect(url) as conn:
         add_checkpoint_space(conn, checkpoint, name=TRAINED)

@@ -66,10 +66,10 @@ def measure(methods, queries, relevant) -> list[tuple[str, dict[str, float], flo
 
 def print_table(title: str, rows, metrics: list[str]) -> None:
     print(f"\n{title}")
-    head = f"{'method':<26}" + "".join(f"{m:>14}" for m in metrics)
+    head = f"{'method':<26}" + "".join(f"{m:>16}" for m in metrics)
     print(head + f"{'p50 ms':>9}{'p95 ms':>9}")
     for name, p, p50, p95 in rows:
-        cells = "".join(f"{p[m]:>14.3f}" for m in metrics)
+        cells = "".join(f"{p[m]:>16.3f}" for m in metrics)
         print(f"{name:<26}{cells}{p50:>9.1f}{p95:>9.1f}")
 
 
@@ -146,7 +146,7 @@ def pneumoniamnist(work: Path, args) -> tuple[list, str]:
         urls[split] = url
     run = folder / "run"
     if (run / "model.pt").exists():
-        training = f"model reused from {run / 'model.pt'}"
+        training = (run / "training.txt").read_text().strip() + " (reused)"
     else:
         config = folder / "pmnist-rn16-64.json"
         config.write_text(json.dumps(SMALL_RESNET_CFG, indent=2))
@@ -172,6 +172,7 @@ def pneumoniamnist(work: Path, args) -> tuple[list, str]:
             f"(stopped by {result.stopped}); held-out P@5 {result.baseline_precision:.3f} -> "
             f"{result.best_precision:.3f}"
         )
+        (run / "training.txt").write_text(training)
     for url in urls.values():
         with connect(url) as conn:
             add_checkpoint_space(conn, run / "model.pt", name="trained")
