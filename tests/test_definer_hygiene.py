@@ -59,8 +59,8 @@ def test_the_owner_role_holds_only_what_the_functions_need(db_url):
     assert {"embedding", f"embedding_s{space.space_id}_cxr"} <= owned, tables
     assert all(t == "embedding" or LEAF_PARTITION.match(t) for t in owned), tables
     reads = {t[0] for t in tables if t[2]} - owned
-    # image: the re-ranker finds a candidate's images by study (revision 0008);
-    # prompt_embedding: the stored prompts of similar_cases_modified (0008).
+    # image: the re-ranker finds a candidate's images by study (revision 0009);
+    # prompt_embedding: the stored prompts of similar_cases_modified (0009).
     want = {"setting", "embedding_space", "study", "report", "image", "prompt_embedding"}
     assert reads == want, tables
     writes = {t[0] for t in tables if t[3]} - owned

@@ -129,7 +129,7 @@ def _as_role(conn, role: str, sql: str):
         conn.rollback()
 
 
-@pytest.mark.parametrize("table", ["report_raw", "report", "study", "finding"])
+@pytest.mark.parametrize("table", ["report_raw", "attributes_raw", "report", "study", "finding"])
 def test_analyst_cannot_read_tables(db_url, table):
     with connect(db_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         _as_role(conn, "casebase_analyst", f"SELECT * FROM casebase.{table}")

@@ -94,7 +94,8 @@ ingest_batch = Table(
     Column("stats", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True), nullable=True),
-    CheckConstraint("status IN ('running', 'complete')", name="status"),
+    Column("error", Text, nullable=True),
+    CheckConstraint("status IN ('running', 'complete', 'failed')", name="status"),
 )
 
 ingest_reject = Table(
@@ -183,6 +184,16 @@ report_raw = Table(
     Column("raw_text", Text, nullable=False),
     Column("accession", Text, nullable=True),
     comment="Restricted: the report as received. Never exposed through views.",
+)
+
+attributes_raw = Table(
+    "attributes_raw",
+    metadata,
+    Column(
+        "study_pk", BigInteger, ForeignKey("study.study_pk", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("attributes", JSONB, nullable=False),
+    comment="Restricted: a study's extra manifest columns as received. Never in a view.",
 )
 
 finding = Table(

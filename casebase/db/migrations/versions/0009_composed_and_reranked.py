@@ -1,7 +1,7 @@
 """Composed queries and two-stage (re-ranked) retrieval in SQL (issue #18).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02
 
 - ``casebase.prompt_embedding`` (a table: it runs once, here): the text-tower vector of
@@ -29,8 +29,8 @@ from pgvector.sqlalchemy import VECTOR
 
 from casebase.db import replaceable
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,4 +1,4 @@
--- Composed query by study id (revision 0008): the study's query image
+-- Composed query by study id (revision 0009): the study's query image
 -- (casebase.query_image, the one rule), moved toward the stored prompt `modify` and away
 -- from the stored prompt `neutral` by casebase.similar_composed (see its file for the
 -- rule). The two prompts must be in casebase.prompts for the space (`casebase prompts

@@ -1,4 +1,4 @@
--- Composed query (revision 0008): "cases like this film, but with X". The query vector is
+-- Composed query (revision 0009): "cases like this film, but with X". The query vector is
 --     q' = normalize(normalize(q) + w * (normalize(modify) - normalize(neutral)))
 -- with modify = t(X) and neutral = t(the neutral prompt), both from the space's own text
 -- tower (SQL cannot run one: the client computes them, or casebase.prompts holds them;

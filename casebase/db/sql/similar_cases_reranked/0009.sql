@@ -1,4 +1,4 @@
--- Two-stage retrieval by study id (revision 0008): the study's query image
+-- Two-stage retrieval by study id (revision 0009): the study's query image
 -- (casebase.query_image, the one rule) in `space` finds the candidates and the same
 -- rule's image in `rerank_space` re-scores them (casebase.similar_reranked: see its file).
 -- The study must have an image in both spaces. Like similar_cases, the study and (unless

@@ -1,4 +1,4 @@
--- Prompts embedded by a space's text tower (revision 0008), for composed queries in SQL:
+-- Prompts embedded by a space's text tower (revision 0009), for composed queries in SQL:
 -- casebase.similar_cases_modified looks its modify and neutral prompts up here, and an
 -- analyst can pass these vectors to casebase.similar_composed. Written by `casebase
 -- prompts add` (Client.embed_prompts): SQL cannot run a text tower.

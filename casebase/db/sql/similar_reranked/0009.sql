@@ -1,4 +1,4 @@
--- Two-stage retrieval (revision 0008): candidates from one space, order from another.
+-- Two-stage retrieval (revision 0009): candidates from one space, order from another.
 -- 1. similar_to_vector(q) in `space` (its routes: HNSW or exact; every filter applied
 --    there by casebase._filter) returns rerank_candidates studies;
 -- 2. each candidate is re-scored exactly in `rerank_space` by q_rerank: its distance is
