@@ -195,6 +195,10 @@ class Client:
         hybrid: bool | None = None,
         diverse: float | None = None,
         filters: Filters | None = None,
+        modify: str | None = None,
+        modify_weight: float = 1.0,
+        rerank_space: str | None = None,
+        rerank_candidates: int = 200,
     ) -> list[Hit]:
         """The k most similar studies (not images) to one query, filtered in the same SQL.
 
@@ -207,6 +211,12 @@ class Client:
         without text) excludes the study and, unless ``exclude_same_patient=False``, its
         patient; its modality is the default one. ``diverse=0.02`` drops hits of a
         patient already shown, or within that cosine distance of a hit already kept.
+
+        ``modify="left pleural effusion"`` composes an image, study or vector query with
+        text: "cases like this, but with ..." (``modify_weight`` 0-10; the rule is in
+        ``casebase.retrieval.compose``). ``rerank_space="B"`` takes ``rerank_candidates``
+        studies from ``space`` and orders them by space B's vectors (an image or study
+        query; ``casebase.similar_reranked``).
         """
         from casebase.retrieval import search as s
 
@@ -247,7 +257,23 @@ class Client:
         fetch_k = min(self.settings.max_k, k * 3) if diverse else k
         timeout = self.settings.statement_timeout_ms
         space_obj = self.space(space)
-        if study_id is not None and not text:
+        if modify is not None or rerank_space is not None:
+            hits = self._search_two_step(
+                space_obj,
+                image=image,
+                study_id=study_id,
+                vector=vector,
+                text=text,
+                k=k,
+                fetch_k=fetch_k,
+                filters=filters,
+                exact=exact,
+                modify=modify,
+                modify_weight=modify_weight,
+                rerank_space=rerank_space,
+                rerank_candidates=rerank_candidates,
+            )
+        elif study_id is not None and not text:
             hits = s.search_study(
                 self.read_conn,
                 study_id,
@@ -307,6 +333,90 @@ class Client:
         self.read_conn.commit()
         return hits[:k]
 
+    def _search_two_step(
+        self,
+        space,
+        *,
+        image,
+        study_id: str | None,
+        vector,
+        text: str | None,
+        k: int,
+        fetch_k: int,
+        filters: Filters,
+        exact: bool,
+        modify: str | None,
+        modify_weight: float,
+        rerank_space: str | None,
+        rerank_candidates: int,
+    ) -> list[Hit]:
+        """A composed (``modify``) or re-ranked (``rerank_space``) search: each input is
+        checked before any model loads, in the words of the SQL functions."""
+        from casebase.retrieval import compose
+        from casebase.retrieval import search as s
+
+        what = "modify" if modify is not None else "rerank_space"
+        if modify is not None and rerank_space is not None:
+            raise QueryError("give modify or rerank_space, not both")
+        if text:
+            raise QueryError(f"{what} works with an image, study_id or vector query, not text")
+        if study_id is None and image is None and vector is None:
+            raise QueryError(f"{what} needs an image, study_id or vector query")
+        timeout = self.settings.statement_timeout_ms
+        exclude_patient = None
+        if modify is not None:
+            compose.check_prompt(modify)
+            compose.check_weight(modify_weight)
+            if study_id is not None:
+                from casebase.retrieval.lookup import query_image
+
+                query = query_image(self.read_conn, study_id, space.name)
+                qvec = query.vector
+                if filters.modality is None:
+                    filters = dataclasses.replace(filters, modality=query.modality)
+                if filters.exclude_same_patient:
+                    exclude_patient = query.patient_key
+            else:
+                qvec = self._query_vector(space, image=image, vector=vector, text=None)
+            step = compose.modify_vectors(space, modify, modify_weight, self.settings.device)
+            return s.search_composed(
+                self.read_conn,
+                qvec,
+                step.modify,
+                step.neutral,
+                step.weight,
+                k=fetch_k,
+                filters=filters,
+                space=space.name,
+                exact=exact,
+                exclude_patient=exclude_patient,
+                exclude_study=study_id,
+                timeout_ms=timeout,
+            )
+        s.check_rerank_candidates(rerank_candidates, k, self.settings.max_k)
+        second = self.space(rerank_space)
+        if vector is not None:
+            raise QueryError(
+                "a vector query cannot be re-ranked: it is in one space only (SQL: "
+                "casebase.similar_reranked takes a vector of each space)"
+            )
+        common = {
+            "rerank_space": second.name,
+            "rerank_candidates": rerank_candidates,
+            "k": min(fetch_k, rerank_candidates),
+            "filters": filters,
+            "space": space.name,
+            "exact": exact,
+            "timeout_ms": timeout,
+        }
+        if study_id is not None:
+            return s.search_study_reranked(self.read_conn, study_id, **common)
+        from casebase.retrieval import encode
+
+        first = encode.image_vector(space, image, self.settings.device)
+        rerank = encode.image_vector(second, image, self.settings.device)
+        return s.search_reranked(self.read_conn, first, rerank, **common)
+
     @_read
     def _query_vector(self, space, *, image, vector, text):
         """The vector of an image, vector or text query (a study's comes from SQL:
@@ -333,6 +443,25 @@ class Client:
             (list(study_ids),),
         ).fetchall()
         return dict(rows)
+
+    # ------------------------------------------------------------------ prompts
+    def embed_prompts(self, prompts: Sequence[str], *, space: str | None = None):
+        """Embed ``prompts`` (and the neutral prompt) with the space's text tower and
+        store them, so that ``casebase.similar_cases_modified`` can use them in SQL."""
+        from casebase.retrieval.compose import store_prompts
+
+        stored = store_prompts(self.conn, self.space(space), prompts, self.settings.device)
+        self.conn.commit()
+        return stored
+
+    @_read
+    def prompts(self, *, space: str | None = None):
+        """The stored prompts, of one space or of all (``casebase.prompts``)."""
+        from casebase.retrieval.compose import list_prompts
+
+        found = list_prompts(self.read_conn, self.space(space).name if space else None)
+        self.read_conn.commit()
+        return found
 
     # ------------------------------------------------------------------ studies & images
     @_read

@@ -45,6 +45,8 @@ EXPECTED = {
     "spaces default",
     "spaces drop",
     "reembed",
+    "prompts add",
+    "prompts list",
 }
 HEAVY = ("spacy", "torch", "open_clip", "litellm", "pydicom", "alembic", "sqlalchemy")
 

@@ -257,3 +257,20 @@ embedding = Table(
     postgresql_partition_by="LIST (space_id)",
     comment="Partitioned by space, then modality; filter columns live on each row.",
 )
+
+prompt_embedding = Table(
+    "prompt_embedding",
+    metadata,
+    Column(
+        "space_id",
+        SmallInteger,
+        ForeignKey("embedding_space.space_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("prompt", Text, nullable=False),
+    Column("vec", VECTOR(), nullable=False),
+    _created(),
+    PrimaryKeyConstraint("space_id", "prompt"),
+    CheckConstraint("length(prompt) BETWEEN 1 AND 300", name="prompt"),
+    comment="Text-tower vectors of prompts per space, for composed queries in SQL.",
+)
