@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, help="default: the random-init default")
     p.add_argument("--patience", type=int, help="default: the random-init default")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="casebase train --no-augment")
     p.add_argument("--w-img", type=float, default=0.5)
     p.add_argument("--w-text", type=float, default=0.5)
     args = p.parse_args(argv)
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             patience=args.patience,
             max_minutes=args.max_minutes,
             progress=None,
-            recipe=Recipe(image_size=64),
+            recipe=Recipe.from_flags(image_size=64, augment=not args.no_augment),
             on_epoch=lambda r: print("  " + epoch_line(r), file=sys.stderr, flush=True),
         )
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in vars(args).items()
         if name in ("lr", "weight_decay", "patience", "max_minutes") and value is not None
     ]
+    if args.no_augment:
+        given.append("--no-augment")
     print(
         "  casebase train --space tiny-random --base small-resnet --image-size 64 "
         f"--text label:label --epochs {args.epochs} --batch-size {args.batch_size} "
