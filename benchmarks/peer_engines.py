@@ -291,6 +291,9 @@ class Chroma(Engine):
     def set_knob(self, value: int) -> None:
         self.col.modify(configuration={"hnsw": {"ef_search": value}})
 
+    def close(self) -> None:
+        self.client.clear_system_cache()  # the client caches its segments per process
+
     @staticmethod
     def where(spec: FilterSpec) -> dict | None:
         cond: list[dict] = []
