@@ -32,6 +32,7 @@ EXPECTED = {
     "brief",
     "relabel",
     "eval",
+    "tune",
     "train",
     "spaces list",
     "spaces add",
