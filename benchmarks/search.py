@@ -228,7 +228,12 @@ def drop_database(name: str) -> None:
 
 
 def load_casebase(
-    url: str, data: synthetic.SyntheticSet, m: int | None, ef_construction: int | None
+    url: str,
+    data: synthetic.SyntheticSet,
+    m: int | None,
+    ef_construction: int | None,
+    *,
+    maintenance_work_mem: str = "8GB",
 ) -> dict[str, float]:
     """Load with the HNSW indexes dropped, then build the CXR one once; time both.
 
@@ -255,7 +260,7 @@ def load_casebase(
         t0 = time.perf_counter()
         conn.execute("ANALYZE casebase.embedding")
         analyze_s = time.perf_counter() - t0
-        conn.execute("SET maintenance_work_mem = '8GB'")
+        conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
         conn.execute("SET max_parallel_maintenance_workers = 2")
         print("  building the CXR HNSW index ...", flush=True)
         t0 = time.perf_counter()

@@ -65,23 +65,19 @@ def test_searches_read_the_calibration(url, data, tuned):
     and the calibrated search keeps its recall against exact."""
     leaf = tuned[0].leaf
     q = data.vectors[3]
+    f = Filters(modality="CXR")
     with connect(url) as conn:
         conn.execute(
             "UPDATE casebase.setting SET value = '100000000' WHERE key = 'exact_threshold'"
         )
-        default = search_vector(
-            conn, q, k=20, filters=Filters(modality="CXR"), space=None, exact=False
-        )
-        assert {h.route for h in default} == {"hnsw"}, "the tuned threshold wins"
         stored = _stored(conn, leaf)
-        conn.execute(
-            "UPDATE casebase.setting SET value = %s WHERE key = %s",
-            (json.dumps(stored | {"exact_threshold": 10**8}), f"tune.{leaf}"),
-        )
-        exact = search_vector(
-            conn, q, k=20, filters=Filters(modality="CXR"), space=None, exact=False
-        )
-        assert {h.route for h in exact} == {"exact-filtered"}
+        for threshold, route in ((0, "hnsw"), (10**8, "exact-filtered")):
+            conn.execute(
+                "UPDATE casebase.setting SET value = %s WHERE key = %s",
+                (json.dumps(stored | {"exact_threshold": threshold}), f"tune.{leaf}"),
+            )
+            hits = search_vector(conn, q, k=20, filters=f, space=None, exact=False)
+            assert {h.route for h in hits} == {route}, (threshold, "the leaf's threshold wins")
         conn.rollback()
         recalls = []
         for qi in np.random.default_rng(4).choice(N, size=15, replace=False):
@@ -123,6 +119,16 @@ def test_the_command_line_tunes_shows_and_forgets(use_db, url, tuned, capsys):
             (f"tune.{tuned[0].leaf}", tuned[0].setting()),
         )
         conn.commit()
+
+
+def test_a_small_leaf_is_always_answered_exactly(url):
+    with connect(url) as conn:
+        load_set(
+            conn, make_set(150, DIM, seed=5, modalities=("MR",), prefix="SMALL"), batch="small"
+        )
+        (leaf,) = tuning.tune(conn, modality="MR", queries=4)
+        conn.rollback()
+    assert (leaf.rows, leaf.exact_threshold) == (150, 150), leaf
 
 
 def test_a_calibration_survives_downgrade_and_upgrade(server_url):

@@ -293,6 +293,8 @@ def _threshold(conn: Connection, run: _Leaf, cases, rows: int, target: float) ->
     machine's noise). The graph only gets dearer (and less exact) as fewer rows pass and
     the exact route cheaper, so the search stops once the graph has lost twice in a row."""
     shares = [s for s in THRESHOLD_SHARES if s * rows >= 200]
+    if not shares:
+        return int(rows)  # a small leaf: the exact route reads all of it in no time
     leaf = run.key.removeprefix(SETTING_PREFIX)
     bounds = scalar(
         conn,
