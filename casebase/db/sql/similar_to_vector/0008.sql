@@ -84,19 +84,27 @@ BEGIN
         RAISE EXCEPTION 'the query vector has % dimensions; space % has %',
             vector_dims(q), f.space, f.dim USING ERRCODE = '22023';
     END IF;
-    SELECT value::jsonb INTO tuned FROM casebase.setting
-    WHERE key = format('tune.embedding_s%s_%s', f.space_id, lower(f.modality));
-    SELECT value::bigint INTO threshold FROM casebase.setting WHERE key = 'exact_threshold';
-    SELECT value::integer INTO ef_factor FROM casebase.setting WHERE key = 'hnsw_ef_factor';
+    SELECT max(s.value) FILTER (WHERE s.key LIKE 'tune.%')::jsonb,
+           max(s.value) FILTER (WHERE s.key = 'exact_threshold')::bigint,
+           max(s.value) FILTER (WHERE s.key = 'hnsw_ef_factor')::integer
+    INTO tuned, threshold, ef_factor
+    FROM casebase.setting s
+    WHERE s.key IN (format('tune.embedding_s%s_%s', f.space_id, lower(f.modality)),
+                    'exact_threshold', 'hnsw_ef_factor');
     threshold := coalesce((tuned ->> 'exact_threshold')::bigint, threshold, 20000);
     -- Images per study in this leaf (2 until measured): how many images to ask for.
     per_study := greatest(1, coalesce((tuned ->> 'images_per_study')::double precision, 2));
     half := f.dim <= 1024;
 
     -- Route on an estimate of the filtered row count, not on the planner's choice.
-    SELECT c.reltuples INTO leaf_rows FROM pg_catalog.pg_class c WHERE c.oid = f.leaf::regclass;
-    IF f.predicate = 'true' AND leaf_rows >= 0 THEN
-        est := leaf_rows;
+    -- The leaf's rows as the planner counts them: its density at the last ANALYZE times
+    -- its size now (-1 when never analyzed: then EXPLAIN decides).
+    SELECT CASE WHEN c.reltuples < 0 OR c.relpages = 0 THEN c.reltuples
+                ELSE c.reltuples / c.relpages * (pg_catalog.pg_relation_size(c.oid)
+                     / current_setting('block_size')::integer) END
+    INTO leaf_rows FROM pg_catalog.pg_class c WHERE c.oid = f.leaf::regclass;
+    IF (f.predicate = 'true' OR leaf_rows <= threshold) AND leaf_rows >= 0 THEN
+        est := leaf_rows;  -- no filter, or a leaf so small that any filter routes exactly
     ELSE
         -- Without _filter's flag-mask condition: it repeats the flag conditions, and the
         -- planner would count their selectivity twice.
