@@ -32,6 +32,17 @@ By default torch keeps one thread per core and, on CPU, ``embed_stream`` starts
 one (low-priority) decode worker per core, up to 8; a model much cheaper than
 decoding (tiny-random) runs on one intra-op thread while streaming.
 ``--threads`` / ``--workers`` override.
+
+One named model, on a GPU (the number to take the day one is available):
+
+    python benchmarks/ingest.py --device cuda --model metaclip-pe-core-bigg-448 --random-weights
+
+``--model`` takes a preset or an open_clip architecture; ``--random-weights`` builds its
+architecture with seeded random weights (no download; timing only: the vectors mean
+nothing). It prints images/s of the model alone, of the decode + embed stream, and of
+the whole ``casebase ingest`` (``--stages``), each with the peak GPU memory; precision
+defaults to bf16 on CUDA (``--precision``). ``--device cpu --model tiny-random`` is the
+smoke check this machine can run; ``--device cuda`` without a GPU is a one-line error.
 """
 
 from __future__ import annotations
@@ -148,6 +159,8 @@ def whole_ingest(
     from casebase.ingest.pipeline import IngestOptions, ingest
 
     manifest = tmp / "manifest.csv"
+    # Images stay inside their root (ingest confines image_path): the root is the images' folder.
+    root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
     with manifest.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["study_id", "image_path", "modality", "body_part", "report"])
@@ -155,7 +168,7 @@ def whole_ingest(
             w.writerow(
                 [
                     f"B{i:06d}",
-                    str(p),
+                    str(Path(p).resolve().relative_to(root)),
                     "CR",
                     "CHEST",
                     "FINDINGS: Small left pleural effusion. No pneumothorax.\n"
@@ -163,7 +176,13 @@ def whole_ingest(
                 ]
             )
     url = fresh_database("bench_ingest")
-    options = IngestOptions(batch="bench", batch_size=batch_size, workers=workers, progress=False)
+    options = IngestOptions(
+        batch="bench",
+        batch_size=batch_size,
+        workers=workers,
+        progress=False,
+        images_root=str(root),
+    )
     server0 = server_cpu_seconds()
     main0, kids0 = _own_seconds(resource.RUSAGE_SELF), _own_seconds(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -205,6 +224,83 @@ def copy_stage(rows: int, dim: int, *, defer_index: bool) -> tuple[float, float]
     return rows / seconds, build
 
 
+def load_named(model: str, *, random_weights: bool, device: str, precision: str) -> Encoder:
+    """A preset or open_clip architecture; with ``random_weights`` its architecture with
+    seeded random weights (``tiny-random`` is random already)."""
+    from casebase.embedding import PRESETS
+
+    preset = PRESETS.get(model)
+    if not random_weights or (preset is not None and preset.random_seed is not None):
+        return load_encoder(model, device=device, precision=precision)
+    arch = preset.model_name if preset is not None else model
+    return load_encoder(
+        arch, pretrained=None, allow_random_weights=True, device=device, precision=precision
+    )
+
+
+def _peak_gib(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
+def one_model(args: argparse.Namespace, paths: list[Path]) -> None:
+    """``--model``: one model on ``--device``, stage by stage, with peak GPU memory."""
+    import tempfile
+
+    device = args.device
+    precision = args.precision or ("bf16" if device.startswith("cuda") else "fp32")
+    workers = default_workers(device) if args.workers is None else args.workers
+    start = time.perf_counter()
+    encoder = load_named(
+        args.model, random_weights=args.random_weights, device=device, precision=precision
+    )
+    loaded = time.perf_counter() - start
+    params = sum(p.numel() for p in encoder.model.visual.parameters())
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
+    random = args.random_weights or encoder.spec.name == "tiny-random"
+    print(
+        f"{args.model} ({encoder.spec.model_name}, {'random' if random else 'pretrained'} "
+        f"weights): image tower {params / 1e6:,.1f} M parameters, {encoder.spec.image_size} "
+        f"px, dim {encoder.spec.dim}; loaded in {loaded:.1f} s"
+    )
+    agrees = (
+        ""
+        if encoder.agreement is None
+        else f" (least cosine with fp32 on the probe batch: {encoder.agreement:.5f})"
+    )
+    print(
+        f"{where}, {precision}{agrees}, batch {args.batch_size}, {workers} decode workers, "
+        f"{len(paths)} images from {args.images}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    _peak_gib(device)
+    stages = [s.strip() for s in args.stages.split(",")]
+    rows: list[tuple[str, float, float | None]] = []
+    if "model" in stages:
+        tensors = torch.stack([encoder.preprocess(load_image(p)) for p in paths])
+        if device.startswith("cuda"):
+            tensors = tensors.pin_memory()
+        encoder.encode_images(tensors[: args.batch_size])  # warm-up: kernels, allocator
+        rows.append(
+            ("model only", model_only(encoder, tensors, args.batch_size), _peak_gib(device))
+        )
+        del tensors
+    if "stream" in stages:
+        rate = pipeline(encoder, paths, args.batch_size, workers)
+        rows.append(("decode + embed stream", rate, _peak_gib(device)))
+    if "ingest" in stages:
+        with tempfile.TemporaryDirectory() as tmp:
+            rate, _ = whole_ingest(encoder, paths, args.batch_size, workers, Path(tmp))
+        rows.append(("casebase ingest", rate, _peak_gib(device)))
+    print(f"{'stage':<24} {'images/s':>10}  {'peak GPU GiB':>12}")
+    for stage, rate, peak in rows:
+        gib = "n/a (CPU)" if peak is None else f"{peak:.2f}"
+        print(f"{stage:<24} {rate:>10.1f}  {gib:>12}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -236,8 +332,25 @@ def main() -> None:
     )
     parser.add_argument("--copy-rows", type=int, default=100_000, help="0: no COPY stage")
     parser.add_argument("--copy-dim", type=int, default=512)
+    one = parser.add_argument_group("one named model (e.g. on a GPU)")
+    one.add_argument("--model", help="a preset or open_clip architecture: this model only")
+    one.add_argument(
+        "--random-weights", action="store_true", help="its architecture, random weights"
+    )
+    one.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    one.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), help="default: bf16 on cuda, else fp32"
+    )
+    one.add_argument(
+        "--stages", default="model,stream,ingest", help="of: model, stream, ingest (default all)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # random-weight warnings are expected here
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            f"ingest.py: error: --device {args.device}: torch {torch.__version__} sees no CUDA "
+            "GPU on this machine (use --device cpu, or run it where there is one)"
+        )
 
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
@@ -245,6 +358,14 @@ def main() -> None:
     paths = (paths * (args.n // len(paths) + 1))[: args.n]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model:
+        from casebase.errors import CasebaseError
+
+        try:
+            one_model(args, paths)
+        except CasebaseError as exc:
+            raise SystemExit(f"ingest.py: error: {exc}") from None
+        return
     workers = default_workers() if args.workers is None else args.workers
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

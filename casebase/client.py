@@ -3,16 +3,23 @@
 Thin on purpose: it opens one connection, validates arguments, and calls the
 same SQL functions analysts call (``casebase.similar_to_vector`` and friends).
 torch is imported only when a query needs the encoder (an image or a text).
+
+Reads and writes: with a ``read_url`` (``CASEBASE_READ_URL``: a hot standby, or a libpq
+multi-host URL), the methods marked ``@_read`` (search, briefs' lookups, eval) run there
+and everything else on the primary (``url``). A read server that cannot be reached sends
+reads to the primary with one warning (``casebase.db.routing``). After a write, reads
+see it once :meth:`Client.wait_for_replica` returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from casebase.config import Settings, load_settings
 from casebase.errors import InputError, QueryError
@@ -20,30 +27,92 @@ from casebase.retrieval.filters import Filters
 from casebase.retrieval.hits import Hit
 
 if TYPE_CHECKING:
+    from psycopg import Connection
+
+    from casebase.db.replication import Replay
     from casebase.synthesis.brief import Brief
     from casebase.synthesis.llm import LLMBackend
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def connect(url: str | None = None, *, settings: Settings | None = None) -> Client:
-    """Connect to ``url``, ``DATABASE_URL``, or the embedded server (started if needed)."""
-    return Client(url, settings=settings)
+def connect(
+    url: str | None = None, *, read_url: str | None = None, settings: Settings | None = None
+) -> Client:
+    """Connect to ``url``, ``DATABASE_URL``, or the embedded server (started if needed);
+    reads go to ``read_url`` (default ``CASEBASE_READ_URL``) when one is given."""
+    return Client(url, read_url=read_url, settings=settings)
+
+
+def _read(method: F) -> F:
+    """A method that only reads: it uses ``self.read_conn``, and if the read server's
+    connection breaks under it, it runs once more, on the primary."""
+
+    @functools.wraps(method)
+    def run(self: Client, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with self._route.pinned():
+                return method(self, *args, **kwargs)
+        except Exception as exc:
+            if not self._route.failed_over(exc):
+                raise
+            return method(self, *args, **kwargs)
+
+    return cast(F, run)
 
 
 class Client:
-    def __init__(self, url: str | None = None, *, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        read_url: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         from casebase.db import migrate
         from casebase.db.connection import checked_url, connect
+        from casebase.db.routing import ReadRoute
 
         self.settings = settings or load_settings()
         self.url = url or checked_url(self.settings)
         self.conn = connect(self.url)
         migrate.ensure_current(self.conn)
         self.conn.commit()
+        self._route = ReadRoute(self.conn, read_url or self.settings.read_url)
+
+    @property
+    def read_conn(self) -> Connection:
+        """The connection reads use now: the read server's, or the primary's."""
+        return self._route.conn
+
+    def wait_for_replica(self, *, min_lsn: str | None = None, timeout: float = 30.0) -> Replay:
+        """Block until reads see every write committed on the primary up to ``min_lsn``
+        (default: everything committed before this call, e.g. the ingest just finished).
+
+        Returns at once when reads go to the primary. A read server that has not
+        replayed that far in ``timeout`` seconds is a ``ReplicaLagError`` naming the lag.
+        """
+        return self._route.wait_for(min_lsn, timeout=timeout)
+
+    def write_lsn(self) -> str:
+        """The primary's WAL position now: give it to another process's
+        ``wait_for_replica(min_lsn=...)`` so that it reads what this one wrote."""
+        from casebase.db.replication import current_lsn
+
+        lsn = current_lsn(self.conn)
+        self.conn.commit()
+        return lsn
+
+    def _writes(self, what: str) -> None:
+        """Refuse at once, in one line, to write through a standby."""
+        from casebase.db.replication import require_primary
+
+        require_primary(self.conn, what)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        self._route.close()
         self.conn.close()
 
     def __enter__(self) -> Client:
@@ -53,37 +122,42 @@ class Client:
         self.close()
 
     # ------------------------------------------------------------------ spaces
+    @_read
     def space(self, name: str | None = None):
         from casebase.db.spaces import get_space
 
-        space = get_space(self.conn, name)
-        self.conn.commit()
+        space = get_space(self.read_conn, name)
+        self.read_conn.commit()
         return space
 
+    @_read
     def spaces(self):
         """Every space, in creation order."""
         from casebase.db.spaces import list_spaces
 
-        spaces = list_spaces(self.conn)
-        self.conn.commit()
+        spaces = list_spaces(self.read_conn)
+        self.read_conn.commit()
         return spaces
 
+    @_read
     def space_rows(self):
         """Every space with its vector count per modality (``casebase spaces list``)."""
         from casebase.train.spaces import space_rows
 
-        return space_rows(self.conn)
+        return space_rows(self.read_conn)
 
     def add_space(self, checkpoint: str | Path, *, name: str | None = None):
         """Register a ``casebase train`` checkpoint as a new, empty space; idempotent."""
         from casebase.train.spaces import add_checkpoint_space
 
+        self._writes("spaces add")
         return add_checkpoint_space(self.conn, checkpoint, name=name)
 
     def set_default_space(self, name: str):
         """Make searches (and ``space=None``) use space ``name``."""
         from casebase.db.spaces import set_default
 
+        self._writes("spaces default")
         space = set_default(self.conn, name)
         self.conn.commit()
         return space
@@ -92,9 +166,11 @@ class Client:
         """Delete a non-default space and its vectors; return how many vectors went."""
         from casebase.train.spaces import drop_space
 
+        self._writes("spaces drop")
         return drop_space(self.conn, name)
 
     # ------------------------------------------------------------------ search
+    @_read
     def search(
         self,
         *,
@@ -119,6 +195,10 @@ class Client:
         hybrid: bool | None = None,
         diverse: float | None = None,
         filters: Filters | None = None,
+        modify: str | None = None,
+        modify_weight: float = 1.0,
+        rerank_space: str | None = None,
+        rerank_candidates: int = 200,
     ) -> list[Hit]:
         """The k most similar studies (not images) to one query, filtered in the same SQL.
 
@@ -131,6 +211,12 @@ class Client:
         without text) excludes the study and, unless ``exclude_same_patient=False``, its
         patient; its modality is the default one. ``diverse=0.02`` drops hits of a
         patient already shown, or within that cosine distance of a hit already kept.
+
+        ``modify="left pleural effusion"`` composes an image, study or vector query with
+        text: "cases like this, but with ..." (``modify_weight`` 0-10; the rule is in
+        ``casebase.retrieval.compose``). ``rerank_space="B"`` takes ``rerank_candidates``
+        studies from ``space`` and orders them by space B's vectors (an image or study
+        query; ``casebase.similar_reranked``).
         """
         from casebase.retrieval import search as s
 
@@ -171,9 +257,25 @@ class Client:
         fetch_k = min(self.settings.max_k, k * 3) if diverse else k
         timeout = self.settings.statement_timeout_ms
         space_obj = self.space(space)
-        if study_id is not None and not text:
+        if modify is not None or rerank_space is not None:
+            hits = self._search_two_step(
+                space_obj,
+                image=image,
+                study_id=study_id,
+                vector=vector,
+                text=text,
+                k=k,
+                fetch_k=fetch_k,
+                filters=filters,
+                exact=exact,
+                modify=modify,
+                modify_weight=modify_weight,
+                rerank_space=rerank_space,
+                rerank_candidates=rerank_candidates,
+            )
+        elif study_id is not None and not text:
             hits = s.search_study(
-                self.conn,
+                self.read_conn,
                 study_id,
                 k=fetch_k,
                 filters=filters,
@@ -185,11 +287,11 @@ class Client:
             # The study's query image, modality and patient, by the rule similar_cases uses.
             from casebase.retrieval.lookup import query_image
 
-            query = query_image(self.conn, study_id, space_obj.name)
+            query = query_image(self.read_conn, study_id, space_obj.name)
             if filters.modality is None:
                 filters = dataclasses.replace(filters, modality=query.modality)
             hits = s.search_hybrid(
-                self.conn,
+                self.read_conn,
                 query.vector,
                 text,
                 k=fetch_k,
@@ -205,7 +307,7 @@ class Client:
             use_hybrid = bool(text) if hybrid is None else hybrid
             if use_hybrid and text:
                 hits = s.search_hybrid(
-                    self.conn,
+                    self.read_conn,
                     qvec,
                     text,
                     k=fetch_k,
@@ -216,7 +318,7 @@ class Client:
                 )
             else:
                 hits = s.search_vector(
-                    self.conn,
+                    self.read_conn,
                     qvec,
                     k=fetch_k,
                     filters=filters,
@@ -225,12 +327,97 @@ class Client:
                     timeout_ms=timeout,
                 )
         if diverse:
-            vectors = s.study_vectors(self.conn, [h.image_id for h in hits if h.image_id])
+            vectors = s.study_vectors(self.read_conn, [h.image_id for h in hits if h.image_id])
             patients = self._patient_keys([h.study_id for h in hits])
             hits = s.diversify(hits, vectors, k=k, min_distance=diverse, patient_keys=patients)
-        self.conn.commit()
+        self.read_conn.commit()
         return hits[:k]
 
+    def _search_two_step(
+        self,
+        space,
+        *,
+        image,
+        study_id: str | None,
+        vector,
+        text: str | None,
+        k: int,
+        fetch_k: int,
+        filters: Filters,
+        exact: bool,
+        modify: str | None,
+        modify_weight: float,
+        rerank_space: str | None,
+        rerank_candidates: int,
+    ) -> list[Hit]:
+        """A composed (``modify``) or re-ranked (``rerank_space``) search: each input is
+        checked before any model loads, in the words of the SQL functions."""
+        from casebase.retrieval import compose
+        from casebase.retrieval import search as s
+
+        what = "modify" if modify is not None else "rerank_space"
+        if modify is not None and rerank_space is not None:
+            raise QueryError("give modify or rerank_space, not both")
+        if text:
+            raise QueryError(f"{what} works with an image, study_id or vector query, not text")
+        if study_id is None and image is None and vector is None:
+            raise QueryError(f"{what} needs an image, study_id or vector query")
+        timeout = self.settings.statement_timeout_ms
+        exclude_patient = None
+        if modify is not None:
+            compose.check_prompt(modify)
+            compose.check_weight(modify_weight)
+            if study_id is not None:
+                from casebase.retrieval.lookup import query_image
+
+                query = query_image(self.read_conn, study_id, space.name)
+                qvec = query.vector
+                if filters.modality is None:
+                    filters = dataclasses.replace(filters, modality=query.modality)
+                if filters.exclude_same_patient:
+                    exclude_patient = query.patient_key
+            else:
+                qvec = self._query_vector(space, image=image, vector=vector, text=None)
+            step = compose.modify_vectors(space, modify, modify_weight, self.settings.device)
+            return s.search_composed(
+                self.read_conn,
+                qvec,
+                step.modify,
+                step.neutral,
+                step.weight,
+                k=fetch_k,
+                filters=filters,
+                space=space.name,
+                exact=exact,
+                exclude_patient=exclude_patient,
+                exclude_study=study_id,
+                timeout_ms=timeout,
+            )
+        s.check_rerank_candidates(rerank_candidates, k, self.settings.max_k)
+        second = self.space(rerank_space)
+        if vector is not None:
+            raise QueryError(
+                "a vector query cannot be re-ranked: it is in one space only (SQL: "
+                "casebase.similar_reranked takes a vector of each space)"
+            )
+        common = {
+            "rerank_space": second.name,
+            "rerank_candidates": rerank_candidates,
+            "k": min(fetch_k, rerank_candidates),
+            "filters": filters,
+            "space": space.name,
+            "exact": exact,
+            "timeout_ms": timeout,
+        }
+        if study_id is not None:
+            return s.search_study_reranked(self.read_conn, study_id, **common)
+        from casebase.retrieval import encode
+
+        first = encode.image_vector(space, image, self.settings.device)
+        rerank = encode.image_vector(second, image, self.settings.device)
+        return s.search_reranked(self.read_conn, first, rerank, **common)
+
+    @_read
     def _query_vector(self, space, *, image, vector, text):
         """The vector of an image, vector or text query (a study's comes from SQL:
         ``casebase.query_image``)."""
@@ -249,14 +436,35 @@ class Client:
             return encode.image_vector(space, image, self.settings.device)
         return encode.text_vector(space, text, self.settings.device)
 
+    @_read
     def _patient_keys(self, study_ids: Sequence[str]) -> dict[str, str | None]:
-        rows = self.conn.execute(
+        rows = self.read_conn.execute(
             "SELECT study_id, patient_key FROM casebase.studies WHERE study_id = ANY(%s)",
             (list(study_ids),),
         ).fetchall()
         return dict(rows)
 
+    # ------------------------------------------------------------------ prompts
+    def embed_prompts(self, prompts: Sequence[str], *, space: str | None = None):
+        """Embed ``prompts`` (and the neutral prompt) with the space's text tower and
+        store them, so that ``casebase.similar_cases_modified`` can use them in SQL."""
+        from casebase.retrieval.compose import store_prompts
+
+        stored = store_prompts(self.conn, self.space(space), prompts, self.settings.device)
+        self.conn.commit()
+        return stored
+
+    @_read
+    def prompts(self, *, space: str | None = None):
+        """The stored prompts, of one space or of all (``casebase.prompts``)."""
+        from casebase.retrieval.compose import list_prompts
+
+        found = list_prompts(self.read_conn, self.space(space).name if space else None)
+        self.read_conn.commit()
+        return found
+
     # ------------------------------------------------------------------ studies & images
+    @_read
     def study_ids(
         self,
         *,
@@ -270,24 +478,26 @@ class Client:
         from casebase.retrieval.lookup import study_ids
 
         ids = study_ids(
-            self.conn,
+            self.read_conn,
             batch=batch,
             modality=modality,
             exclude_flags=exclude_flags,
             attribute_contains=attribute_contains,
             limit=limit,
         )
-        self.conn.commit()
+        self.read_conn.commit()
         return ids
 
+    @_read
     def image_uris(self, hits: Sequence[Hit]) -> dict[int, str]:
         """image_id → file the image was loaded from, for the hits' images."""
         from casebase.retrieval.lookup import image_uris
 
-        uris = image_uris(self.conn, [h.image_id for h in hits if h.image_id is not None])
-        self.conn.commit()
+        uris = image_uris(self.read_conn, [h.image_id for h in hits if h.image_id is not None])
+        self.read_conn.commit()
         return uris
 
+    @_read
     def contact_sheet(
         self,
         path: str | Path,
@@ -311,7 +521,7 @@ class Client:
             query_image = load_query_image(image)
             label = str(image) if isinstance(image, str | Path) else "image"
         elif study_id is not None:
-            uri = query_image_uri(self.conn, study_id, self.space(space).name)
+            uri = query_image_uri(self.read_conn, study_id, self.space(space).name)
             query_image, label = _open(uri), study_id
         else:
             query_image, label = None, repr(text)
@@ -320,6 +530,7 @@ class Client:
             path, query_image=query_image, query_label=label, hits=hits, image_paths=paths
         )
 
+    @_read
     def brief_html(
         self,
         brief: Brief,
@@ -347,7 +558,11 @@ class Client:
 
             query = load_query_image(image)
         else:
-            uri = query_image_uri(self.conn, study_id, self.space(space).name) if study_id else None
+            uri = (
+                query_image_uri(self.read_conn, study_id, self.space(space).name)
+                if study_id
+                else None
+            )
             query = _open(uri)
         uris = self.image_uris(hits)
         thumbnails = {}
@@ -365,39 +580,42 @@ class Client:
         return page
 
     # ------------------------------------------------------------------ findings & briefs
+    @_read
     def findings(self, study_ids: Sequence[str], *, backend: str = "rules"):
         """study_id → {finding: status} for the given studies (one backend)."""
-        rows = self.conn.execute(
+        rows = self.read_conn.execute(
             "SELECT study_id, finding, status FROM casebase.findings "
             "WHERE study_id = ANY(%s) AND backend = %s",
             (list(study_ids), backend),
         ).fetchall()
-        self.conn.commit()
+        self.read_conn.commit()
         out: dict[str, dict[str, str]] = {}
         for study_id, finding, status in rows:
             out.setdefault(study_id, {})[finding] = status
         return out
 
+    @_read
     def studies_with_report(self, study_ids: Sequence[str]) -> set[str]:
-        rows = self.conn.execute(
+        rows = self.read_conn.execute(
             "SELECT study_id FROM casebase.studies WHERE study_id = ANY(%s) "
             "AND (findings IS NOT NULL OR impression IS NOT NULL)",
             (list(study_ids),),
         ).fetchall()
-        self.conn.commit()
+        self.read_conn.commit()
         return {r[0] for r in rows}
 
+    @_read
     def report_texts(self, study_ids: Sequence[str]) -> dict[str, str]:
         """study_id → sanitised findings and impression (the ``casebase.studies`` view,
         never the raw report), for the studies that have a report."""
         from casebase.synthesis.second_opinion import report_text
 
-        rows = self.conn.execute(
+        rows = self.read_conn.execute(
             "SELECT study_id, findings, impression FROM casebase.studies "
             "WHERE study_id = ANY(%s) AND (findings IS NOT NULL OR impression IS NOT NULL)",
             (list(study_ids),),
         ).fetchall()
-        self.conn.commit()
+        self.read_conn.commit()
         return {sid: report_text(findings, impression) for sid, findings, impression in rows}
 
     def brief(
@@ -458,13 +676,14 @@ class Client:
         section = second_opinion(backend, result, texts, narrate=narrate)
         return dataclasses.replace(result, llm=section)
 
+    @_read
     def evaluate(self, **options):
         """Retrieval quality (see ``casebase.retrieval.evaluate.evaluate`` for options)."""
         from casebase.retrieval.evaluate import evaluate
 
         if options.get("queries", 1) < 1:
             raise QueryError("--queries must be at least 1")
-        return evaluate(self.conn, **options)
+        return evaluate(self.read_conn, **options)
 
     def tune(self, **options):
         """Calibrate each leaf's search from its own vectors and store it (see
@@ -503,6 +722,7 @@ class Client:
         change; return (reports, findings)."""
         from casebase.synthesis.store import relabel
 
+        self._writes("relabel")
         return relabel(self.conn, batch=batch)
 
     # ------------------------------------------------------------------ train, reembed
@@ -517,4 +737,5 @@ class Client:
         ``casebase.train.reembed.reembed`` for options)."""
         from casebase.train.reembed import reembed
 
+        self._writes("reembed")
         return reembed(self.conn, source=source, target=target, **options)

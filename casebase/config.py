@@ -29,6 +29,15 @@ SETTINGS: tuple[Setting, ...] = (
         "PostgreSQL URL of a real server (pgvector >= 0.8). Unset: the embedded server.",
     ),
     Setting(
+        "read_url",
+        ("CASEBASE_READ_URL",),
+        None,
+        "PostgreSQL URL that searches, briefs and eval read from: a hot standby (casebase db "
+        "replica create), or a libpq multi-host URL with target_session_attrs=prefer-standby. "
+        "Unset: the primary. A standby that is down sends reads to the primary, with one "
+        "warning.",
+    ),
+    Setting(
         "home",
         ("CASEBASE_HOME",),
         None,
@@ -77,6 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
+    read_url: str | None
     home: Path
     model: str
     device: str | None
@@ -124,6 +134,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         home = platformdirs.user_data_dir("casebase", appauthor=False)
     return Settings(
         database_url=raw["database_url"],
+        read_url=raw["read_url"],
         home=Path(home).expanduser().resolve(),
         model=str(raw["model"]),
         device=raw["device"],

@@ -3,7 +3,9 @@
     CasebaseError                 base; its message is a one-line user error
     ├── ConfigError               a setting is missing or malformed
     ├── DatabaseError             the server is unreachable, too old, or lacks pgvector
-    │   └── SchemaError           the schema is missing or behind: run `casebase db upgrade`
+    │   ├── SchemaError           the schema is missing or behind: run `casebase db upgrade`
+    │   ├── ReadOnlyError         a write sent to a read-only standby
+    │   └── ReplicaLagError       a standby did not replay up to a WAL position in time
     ├── ModelError                model weights or architecture cannot be loaded
     ├── InputError                user input is invalid (file, row, filter value, vector)
     │   ├── ManifestError         a manifest cannot be read at all (stops before loading)
@@ -32,6 +34,14 @@ class DatabaseError(CasebaseError):
 
 
 class SchemaError(DatabaseError):
+    pass
+
+
+class ReadOnlyError(DatabaseError):
+    pass
+
+
+class ReplicaLagError(DatabaseError):
     pass
 
 

@@ -150,7 +150,7 @@ def _date(rng) -> dt.date:
 @dataclass
 class Meta:
     """The metadata as analysts see it: ``casebase.studies``, ``casebase.images``, and
-    which images have a vector in the space (``casebase.embeddings``)."""
+    which images have a vector in the default space (``casebase.embeddings``)."""
 
     studies: dict[str, dict]
     images: dict[int, dict]
@@ -166,7 +166,10 @@ class Meta:
         studies = {r["study_id"]: r for r in rows("SELECT * FROM casebase.studies")}
         images = {r["image_id"]: r for r in rows("SELECT * FROM casebase.images")}
         meta = cls(studies, images)
-        for r in rows("SELECT study_id, image_id FROM casebase.embeddings ORDER BY image_id"):
+        for r in rows(
+            "SELECT study_id, image_id FROM casebase.embeddings WHERE space = "
+            "(SELECT space FROM casebase.spaces WHERE is_default) ORDER BY image_id"
+        ):
             meta.images_of.setdefault(r["study_id"], []).append(r["image_id"])
         return meta
 

@@ -32,7 +32,7 @@ def test_spec_matches_the_table(db_url: str, spec: bulk.CopySpec) -> None:
 
 def test_embedding_rows_fill_every_column_of_the_embedding_table(db_url: str) -> None:
     """Ingest and reembed write whole rows: a new filter column must be added to the spec.
-    PostgreSQL computes the generated ones (revision 0008) from the row itself."""
+    PostgreSQL computes the generated ones (revision 0010) from the row itself."""
     with connect(db_url) as conn:
         columns = dict(
             conn.execute(

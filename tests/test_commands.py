@@ -25,6 +25,13 @@ EXPECTED = {
     "db upgrade",
     "db downgrade",
     "db psql",
+    "db replica create",
+    "db replica list",
+    "db replica start",
+    "db replica stop",
+    "db replica promote",
+    "db replica drop",
+    "db replica wait",
     "init",
     "demo",
     "ingest",
@@ -39,6 +46,8 @@ EXPECTED = {
     "spaces default",
     "spaces drop",
     "reembed",
+    "prompts add",
+    "prompts list",
 }
 HEAVY = ("spacy", "torch", "open_clip", "litellm", "pydicom", "alembic", "sqlalchemy")
 

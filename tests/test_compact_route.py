@@ -1,4 +1,4 @@
-"""Revision 0008's exact route (issue #15): it ranks by the half-precision copy in the
+"""Revision 0010's exact route (issue #15): it ranks by the half-precision copy in the
 covering index and re-ranks the nearest in full precision, and must stay exact; the flag
 mask only narrows the scan; the graph route asks for more images when studies have
 several, and answers exactly when the graph falls short."""

@@ -33,6 +33,8 @@ def test_every_function_is_owned_by_the_nologin_role_with_pg_temp_last(db_url):
     assert role == (False, False, False, False, False), role
     definers = {f[0] for f in functions if f[2]}
     assert {"similar_to_vector", "similar_cases", "hybrid_search", "query_image"} <= definers
+    assert {"similar_composed", "similar_cases_modified"} <= definers
+    assert {"similar_reranked", "similar_cases_reranked"} <= definers
     assert {"_space", "_leaf", "ensure_embedding_partition"} <= definers
     offenders = [
         f for f in functions if f[1] != OWNER or not f[3] or not any(c == SEARCH_PATH for c in f[3])
@@ -57,7 +59,10 @@ def test_the_owner_role_holds_only_what_the_functions_need(db_url):
     assert {"embedding", f"embedding_s{space.space_id}_cxr"} <= owned, tables
     assert all(t == "embedding" or LEAF_PARTITION.match(t) for t in owned), tables
     reads = {t[0] for t in tables if t[2]} - owned
-    assert reads == {"setting", "embedding_space", "study", "report"}, tables
+    # image: the re-ranker finds a candidate's images by study (revision 0009);
+    # prompt_embedding: the stored prompts of similar_cases_modified (0009).
+    want = {"setting", "embedding_space", "study", "report", "image", "prompt_embedding"}
+    assert reads == want, tables
     writes = {t[0] for t in tables if t[3]} - owned
     assert writes == set(), tables
 

@@ -313,7 +313,8 @@ def test_a_failing_chunk_write_stops_the_batch_with_its_error(
     server_url, shared_data, tmp_path, monkeypatch
 ):
     """Chunks are written by a thread while the model runs: its error still reaches the
-    caller, and what was committed before it is whole studies only."""
+    caller, what was committed before it is whole studies only, the batch says it
+    failed and why (not 'running' for ever), and a re-run finishes it."""
     from casebase.ingest import load
     from tests.conftest import drop_database, make_database
 
@@ -350,6 +351,15 @@ def test_a_failing_chunk_write_stops_the_batch_with_its_error(
                 "(SELECT 1 FROM casebase.embedding e WHERE e.study_pk = s.study_pk)"
             ).fetchone()[0]
         assert studies == calls[0] and half == 0
+        with connect(url) as conn:
+            status = conn.execute("SELECT status, error FROM casebase.batches").fetchone()
+        assert status == ("failed", "RuntimeError: disk full (simulated)"), status
+        monkeypatch.undo()
+        again = ingest(manifest, options, url=url)
+        assert again.complete and again.skipped == calls[0], again
+        with connect(url) as conn:
+            status = conn.execute("SELECT status, error FROM casebase.batches").fetchone()
+        assert status == ("complete", None), status
     finally:
         drop_database(server_url, "t_ingest_writer_error")
 

@@ -66,7 +66,7 @@ def test_hnsw_parameters_are_settings(db_url):
 
 def test_revision_0006_gives_existing_and_new_leaves_a_covering_filter_index(server_url):
     """The exact route filters with an index-only scan: every filter column is in it.
-    Revision 0008 replaces it with <leaf>_cover, which also carries vec_half."""
+    Revision 0010 replaces it with <leaf>_cover, which also carries vec_half."""
     url = make_database(server_url, "t_filter_index", migrate=False)
     try:
         migrate.upgrade(url, "0005")
@@ -142,7 +142,7 @@ def _as_role(conn, role: str, sql: str):
         conn.rollback()
 
 
-@pytest.mark.parametrize("table", ["report_raw", "report", "study", "finding"])
+@pytest.mark.parametrize("table", ["report_raw", "attributes_raw", "report", "study", "finding"])
 def test_analyst_cannot_read_tables(db_url, table):
     with connect(db_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         _as_role(conn, "casebase_analyst", f"SELECT * FROM casebase.{table}")

@@ -138,7 +138,7 @@ def test_a_calibration_survives_downgrade_and_upgrade(server_url):
             load_set(conn, make_set(600, 8, seed=2, modalities=("CXR",)))
             (leaf,) = tuning.tune(conn, queries=4)
             conn.commit()
-        migrate.downgrade(url, "0007")
+        migrate.downgrade(url, "0009")
         migrate.upgrade(url)
         with connect(url) as conn:
             assert tuning.tuned(conn) == {leaf.leaf: json.loads(leaf.setting())}

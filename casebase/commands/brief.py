@@ -104,6 +104,10 @@ def run_brief(args: argparse.Namespace) -> int:
             if args.image
             else f"text {args.text!r}"
         )
+        if args.modify is not None:
+            query += f" + {args.modify!r} (modify weight {args.modify_weight:g})"
+        if args.rerank_space:
+            query += f", re-ranked in {args.rerank_space} ({args.rerank_candidates} candidates)"
         brief = client.brief(
             hits,
             query=query,

@@ -1,4 +1,4 @@
-"""`casebase db start|stop|status|url|upgrade|downgrade|psql` and `casebase init`."""
+"""`casebase db start|stop|status|url|upgrade|downgrade|psql|replica` and `casebase init`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 def add_parser(sub) -> None:
     db = sub.add_parser(
-        "db", help="the database: start, stop, status, url, upgrade, downgrade, psql"
+        "db", help="the database: start, stop, status, url, upgrade, downgrade, psql, replica"
     )
     actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     actions.add_parser(
@@ -37,6 +37,9 @@ def add_parser(sub) -> None:
     )
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="ARGS", action=_PsqlArgs)
     psql.set_defaults(run=run_psql)
+    from casebase.commands import replica
+
+    replica.add_parser(actions)
 
     init = sub.add_parser("init", help="start the database if needed and create the schema")
     init.set_defaults(run=run_upgrade, revision="head")
@@ -115,8 +118,11 @@ def run_url(args: argparse.Namespace) -> int:
 def run_upgrade(args: argparse.Namespace) -> int:
     from casebase.db import migrate
     from casebase.db.connection import checked_url
+    from casebase.db.replication import require_primary_url
 
-    migrate.upgrade(checked_url(), args.revision)
+    url = checked_url()
+    require_primary_url(url, "db upgrade")
+    migrate.upgrade(url, args.revision)
     print(f"schema upgraded to {args.revision}")
     return 0
 
@@ -124,8 +130,11 @@ def run_upgrade(args: argparse.Namespace) -> int:
 def run_downgrade(args: argparse.Namespace) -> int:
     from casebase.db import migrate
     from casebase.db.connection import checked_url
+    from casebase.db.replication import require_primary_url
 
-    migrate.downgrade(checked_url(), args.revision)
+    url = checked_url()
+    require_primary_url(url, "db downgrade")
+    migrate.downgrade(url, args.revision)
     print(f"schema downgraded to {args.revision}")
     return 0
 

@@ -34,7 +34,22 @@ def add_parser(sub) -> None:
     model.add_argument("--model", help="preset, open_clip name or hf-hub: id (CASEBASE_MODEL)")
     model.add_argument("--checkpoint", help="a checkpoint written by `casebase train`")
     p.add_argument("--pretrained", help="open_clip pretrained tag, with an open_clip --model name")
-    p.add_argument("--images-root", help="image paths are relative to this (default: manifest's)")
+    p.add_argument(
+        "--images-root",
+        help="image paths are relative to this and must stay inside it (default: the "
+        "manifest's folder)",
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="let image paths (and symlinks) lead outside the images root",
+    )
+    p.add_argument(
+        "--attributes",
+        metavar="COLUMNS",
+        help="extra manifest columns analysts may see, e.g. 'finding,grade' (sanitised; "
+        "default: label,finding; 'none': none). The others are kept restricted",
+    )
     p.add_argument("--columns", help="map site headers: 'patientid=patient_id,notes=report'")
     p.add_argument(
         "--set",
@@ -46,6 +61,12 @@ def add_parser(sub) -> None:
     p.add_argument("--shard", default="0/1", help="I/N: load only shard I of N (parallel workers)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--batch-size", type=int, default=32, help="images per model batch")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast the model to bf16/fp16 (GPU speed; checked against fp32 first)",
+    )
     p.add_argument("--workers", type=int, help="decode worker processes")
     p.add_argument("--chunk-size", type=int, default=256, help="studies per transaction")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -55,7 +76,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from casebase.config import load_settings
-    from casebase.ingest.manifest import parse_column_map
+    from casebase.ingest.manifest import parse_attribute_list, parse_column_map
     from casebase.ingest.pipeline import IngestOptions, ingest, parse_shard
 
     model = args.model or (None if args.checkpoint else load_settings().model)
@@ -65,11 +86,14 @@ def run(args: argparse.Namespace) -> int:
         pretrained=args.pretrained,
         checkpoint=args.checkpoint,
         images_root=args.images_root,
+        allow_outside_root=args.allow_outside_root,
+        attributes=parse_attribute_list(args.attributes),
         columns=parse_column_map(args.columns),
         defaults=parse_defaults(args.defaults),
         shard=parse_shard(args.shard),
         device=args.device or load_settings().device,
         batch_size=args.batch_size,
+        precision=args.precision,
         workers=args.workers,
         chunk_size=args.chunk_size,
         progress=False if args.no_progress else None,

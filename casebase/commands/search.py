@@ -49,6 +49,30 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", help="embedding space (default: the default space)")
     p.add_argument("--with-text", dest="extra_text", help="add report text to an image query")
     p.add_argument("--diverse", type=float, help="drop near-duplicates closer than this distance")
+    p.add_argument(
+        "--modify",
+        metavar="TEXT",
+        help="cases like the --image/--study query, but with this, e.g. 'left pleural effusion'",
+    )
+    p.add_argument(
+        "--modify-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="how far --modify moves the query, 0-10 (default 1; 0 is the plain search)",
+    )
+    p.add_argument(
+        "--rerank-space",
+        metavar="SPACE",
+        help="re-score the candidates of --space exactly by this space's vectors",
+    )
+    p.add_argument(
+        "--rerank-candidates",
+        type=int,
+        default=200,
+        metavar="N",
+        help="how many candidates the first space passes on (k to max_k; default 200)",
+    )
 
 
 def add_parser(sub) -> None:
@@ -100,6 +124,10 @@ def run_search(client: Client, args: argparse.Namespace) -> list[Hit]:
         exact=args.exact,
         space=args.space,
         diverse=args.diverse,
+        modify=args.modify,
+        modify_weight=args.modify_weight,
+        rerank_space=args.rerank_space,
+        rerank_candidates=args.rerank_candidates,
     )
 
 

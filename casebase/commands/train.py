@@ -44,6 +44,11 @@ def add_parser(sub) -> None:
     t.add_argument("--holdout", type=float, default=0.15, help="share of patients held out")
     t.add_argument("-k", type=int, default=5, help="k of the held-out precision@k")
     t.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="autocast of the training steps (default: bf16 on CUDA, fp32 on CPU)",
+    )
     t.add_argument("--workers", type=int, help="image decode workers (default: 0 on CPU)")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true")
@@ -75,6 +80,12 @@ def add_parser(sub) -> None:
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--workers", type=int, help="decode worker processes")
     r.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    r.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast the model to bf16/fp16 (GPU speed; checked against fp32 first)",
+    )
     r.add_argument(
         "--batch",
         action="append",
@@ -108,6 +119,7 @@ def run_train(args: argparse.Namespace) -> int:
             out=args.out,
             device=args.device or client.settings.device,
             batch_size=args.batch_size,
+            precision=args.precision,
             lr=args.lr,
             weight_decay=args.weight_decay,
             seed=args.seed,
@@ -155,6 +167,7 @@ def run_reembed(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             device=args.device or client.settings.device,
+            precision=args.precision,
             fuse_text=args.fuse_text,
             w_img=args.w_img,
             w_text=args.w_text,

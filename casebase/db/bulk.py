@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from psycopg import Connection
 
 __all__ = [
+    "ATTRIBUTES_RAW_ROWS",
     "EMBEDDING_ROWS",
     "FINDING_ROWS",
     "IMAGE_ROWS",
@@ -78,6 +79,10 @@ REPORT_RAW_ROWS = CopySpec("report_raw", (
     ("study_pk", "int8"), ("raw_text", "text"), ("accession", "text"),
 ))  # fmt: skip
 
+ATTRIBUTES_RAW_ROWS = CopySpec("attributes_raw", (
+    ("study_pk", "int8"), ("attributes", "jsonb"),
+))  # fmt: skip
+
 FINDING_ROWS = CopySpec("finding", (
     ("study_pk", "int8"), ("finding", "text"), ("status", "text"), ("backend", "text"),
     ("version", "text"), ("evidence", "text"), ("location", "jsonb"),
@@ -92,4 +97,12 @@ EMBEDDING_ROWS = CopySpec("embedding", (
     ("vec", "vector"),
 ))  # fmt: skip
 
-SPECS = (STUDY_ROWS, IMAGE_ROWS, REPORT_ROWS, REPORT_RAW_ROWS, FINDING_ROWS, EMBEDDING_ROWS)
+SPECS = (
+    STUDY_ROWS,
+    IMAGE_ROWS,
+    REPORT_ROWS,
+    REPORT_RAW_ROWS,
+    ATTRIBUTES_RAW_ROWS,
+    FINDING_ROWS,
+    EMBEDDING_ROWS,
+)

@@ -62,6 +62,11 @@ def _normalise(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
 
 
+def libpq_url(url: str) -> str:
+    """``url`` as libpq's own tools take it (``pg_basebackup``): no ``+driver`` part."""
+    return _normalise(url)
+
+
 def sqlalchemy_url(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", url)
 
@@ -80,16 +85,19 @@ def configure(conn: Connection) -> None:
         log.debug("pgvector types not registered: %s", exc)
 
 
-def connect(url: str | None = None, *, autocommit: bool = False, register: bool = True):
-    """Open a psycopg connection with a one-line error when the server is not reachable,
-    and one later if the server goes away under it (``lost.py``)."""
+def connect(
+    url: str | None = None, *, autocommit: bool = False, register: bool = True, timeout: int = 10
+):
+    """Open a psycopg connection with a one-line error when the server is not reachable
+    (after ``timeout`` seconds), and one later if the server goes away under it
+    (``lost.py``)."""
     import psycopg
 
     from casebase.db.lost import open_connection
 
     url = _normalise(url) if url else database_url()
     try:
-        conn = open_connection(url, autocommit=autocommit, connect_timeout=10)
+        conn = open_connection(url, autocommit=autocommit, connect_timeout=timeout)
     except psycopg.OperationalError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = "; ".join(lines)[:300] or type(exc).__name__

@@ -36,7 +36,8 @@ def server_settings(memory_mb: int | None = None) -> dict[str, str]:
     """Tuned for vector work: a quarter of RAM as shared_buffers (the HNSW graph and the
     vectors of a 1M-row leaf are ~1.8 GB each; 1 GB buffers made repeated searches pay
     for OS-cache copies), room to build an index in memory. A real server is tuned by
-    its operator."""
+    its operator. Replication needs nothing more: wal_level=replica, 10 WAL senders and
+    initdb's ``local replication all trust`` line are PostgreSQL's defaults."""
     memory = memory_mb or _memory_mb()
     buffers = max(256, min(8192, memory // 4))
     return {
@@ -47,6 +48,11 @@ def server_settings(memory_mb: int | None = None) -> dict[str, str]:
         "work_mem": "64MB",
         "max_connections": "200",
         "jit": "off",
+        # Read replicas (replica.py) hold a replication slot each, and a slot keeps WAL
+        # on the primary until its standby has it: a standby stopped and forgotten would
+        # fill this disk. Past this much, PostgreSQL gives the slot up (that standby must
+        # be made again) rather than the primary. No slot, no effect.
+        "max_slot_wal_keep_size": "10GB",
     }
 
 

@@ -12,6 +12,11 @@ Every connection casebase opens (:func:`casebase.db.connection.connect`) is a
 such an error into one :class:`~casebase.errors.DatabaseError` that says what to run,
 ``from`` the original. Any other error (a constraint, a cancelled statement, a syntax
 error) passes through unchanged, so callers can still catch it by its psycopg type.
+
+One more error is translated here for the same reason: a write sent to a read-only
+server (a hot standby, ``replication.py``) fails with ``ReadOnlySqlTransaction`` at
+whichever statement writes first; it becomes a one-line :class:`ReadOnlyError` that says
+where writes go.
 """
 
 from __future__ import annotations
@@ -22,12 +27,17 @@ from typing import Any
 
 import psycopg
 
-from casebase.errors import DatabaseError
+from casebase.errors import DatabaseError, ReadOnlyError
 
 LOST = (
     "the database server closed the connection (it was stopped or crashed): run "
     "`casebase db start` (or start your server), then re-run the command; a batch resumes "
     "where it stopped"
+)
+#: What casebase writes, and where a write sent to a standby should go instead.
+WRITES = "ingest, db upgrade, spaces, train, reembed and relabel write"
+WHERE_WRITES_GO = (
+    "point DATABASE_URL at the primary (reads may use the standby through CASEBASE_READ_URL)"
 )
 # admin_shutdown, crash_shutdown, cannot_connect_now; class 08 is "connection exception"
 _SHUTDOWN = frozenset({"57P01", "57P02", "57P03"})
@@ -47,6 +57,21 @@ def lost_error(exc: BaseException) -> DatabaseError:
     return DatabaseError(f"{LOST} ({type(exc).__name__}: {reason})")
 
 
+def read_only_error(conn: psycopg.Connection | None, reason: str = "") -> ReadOnlyError:
+    """The one-line error for a write refused by a read-only server: a standby (the
+    ``in_hot_standby`` parameter it reports), else a read-only role or database."""
+    detail = f" ({reason})" if reason else ""
+    if conn is None or conn.info.parameter_status("in_hot_standby") != "off":
+        return ReadOnlyError(
+            f"this server is a read-only standby{detail}: casebase {WRITES} to the primary; "
+            + WHERE_WRITES_GO
+        )
+    return ReadOnlyError(
+        f"this connection is read-only{detail} (default_transaction_read_only is on for "
+        "this role or database): write with a role that may write (casebase_ingest)"
+    )
+
+
 @contextmanager
 def translated(conn: psycopg.Connection) -> Iterator[None]:
     try:
@@ -55,6 +80,9 @@ def translated(conn: psycopg.Connection) -> Iterator[None]:
         if is_lost(exc, conn):
             raise lost_error(exc) from exc
         raise
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise read_only_error(conn, reason) from exc
 
 
 class Cursor(psycopg.Cursor):

@@ -2,6 +2,11 @@
 
 Alembic (and SQLAlchemy under it) is imported only to migrate: every command checks
 the schema revision, and importing Alembic to learn the head revision cost ~0.3 s.
+
+Migrations of one database run one at a time: :func:`upgrade` and :func:`downgrade` hold
+an advisory lock (:data:`MIGRATION_LOCK_KEY`, per database) while Alembic runs, so two
+``casebase db upgrade`` started together do not both create the schema (the second died
+on a duplicate key); the second waits, then finds the schema current and does nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from casebase.errors import DatabaseError, SchemaError
 
 if TYPE_CHECKING:
     from psycopg import Connection
+
+#: The advisory lock key of migrations (advisory locks are per database): "casebase" in
+#: ASCII. Ingest's batch locks are hashes, so they do not meet it.
+MIGRATION_LOCK_KEY = int.from_bytes(b"casebase", "big")
 
 _REVISION = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.M)
 
@@ -80,8 +89,14 @@ def _run(fn, url: str, revision: str) -> None:
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
+    from casebase.db.connection import connect
+
     try:
-        fn(alembic_config(url), revision)
+        # A session lock on a connection of its own, held until Alembic is done (closing
+        # the connection frees it, also when this process is killed).
+        with connect(url, autocommit=True, register=False) as lock:
+            lock.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+            fn(alembic_config(url), revision)
     except CommandError as exc:
         raise SchemaError(f"migration to {revision!r} failed: {exc}") from exc
     except SQLAlchemyError as exc:

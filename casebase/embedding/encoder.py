@@ -42,6 +42,13 @@ import numpy as np
 from casebase.embedding import stream
 from casebase.embedding.build import build_from_checkpoint, build_named
 from casebase.embedding.messages import EMBED_EXTRA_HINT, FIX_HINT
+from casebase.embedding.precision import (
+    MIN_AGREEMENT,
+    autocast,
+    check_precision,
+    probe_agreement,
+    refuse_disagreement,
+)
 from casebase.embedding.presets import image_size
 from casebase.errors import ConfigError, InputError, ModelError
 
@@ -123,17 +130,29 @@ class Encoder:
     """A loaded model, its preprocessing and its ``SpaceSpec``. Use ``load_encoder``."""
 
     def __init__(
-        self, model: Any, preprocess: Preprocess, spec: SpaceSpec, device: str, tokenizer_arch: str
+        self,
+        model: Any,
+        preprocess: Preprocess,
+        spec: SpaceSpec,
+        device: str,
+        tokenizer_arch: str,
+        precision: str = "fp32",
     ) -> None:
         self.model = model
         self.preprocess = preprocess
         self.spec = spec
         self.device = device
+        self.precision = precision  # fp32, bf16 or fp16 autocast (embedding/precision.py)
+        self.agreement: float | None = None  # reduced precision: least cosine with fp32
+        self._channels_last = device.startswith("cuda")  # what cuDNN convolutions like best
         self._tokenizer_arch = tokenizer_arch
         self._tokenizer: Any = None
 
     def __repr__(self) -> str:
-        return f"Encoder({self.spec.name!r}, dim={self.spec.dim}, device={self.device!r})"
+        return (
+            f"Encoder({self.spec.name!r}, dim={self.spec.dim}, device={self.device!r}, "
+            f"precision={self.precision!r})"
+        )
 
     @property
     def arch(self) -> str:
@@ -142,15 +161,22 @@ class Encoder:
         return self._tokenizer_arch
 
     def encode_images(self, batch: Any) -> np.ndarray:
-        """Embed a preprocessed batch ``(n, 3, H, W)``: float32 ``(n, dim)``, unit L2 norm."""
+        """Embed a preprocessed batch ``(n, 3, H, W)``: float32 ``(n, dim)``, unit L2 norm
+        (the model runs at ``self.precision``; the norm is taken in fp32)."""
+        return self._encode_images(batch, self.precision)
+
+    def _encode_images(self, batch: Any, precision: str) -> np.ndarray:
         import torch
 
         if batch.ndim != 4:
             raise InputError(f"expected a batch of shape (n, 3, H, W), got {tuple(batch.shape)}")
         with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True)
-            features = self.model.encode_image(x, normalize=True)
-            return features.float().cpu().numpy()
+            with autocast(precision, self.device):
+                x = batch.to(self.device, non_blocking=True)
+                if self._channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                features = self.model.encode_image(x)
+            return self._finite(torch.nn.functional.normalize(features.float(), dim=-1))
 
     def encode_pil(self, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """Embed PIL images in the calling process (queries, small sets)."""
@@ -181,8 +207,21 @@ class Encoder:
         if not texts:
             return np.empty((0, self.spec.dim), np.float32)
         with torch.inference_mode():
-            tokens = self._tokenizer(list(texts)).to(self.device)
-            return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
+            with autocast(self.precision, self.device):
+                tokens = self._tokenizer(list(texts)).to(self.device)
+                features = self.model.encode_text(tokens)
+            return self._finite(torch.nn.functional.normalize(features.float(), dim=-1))
+
+    def _finite(self, vectors: Any) -> np.ndarray:
+        """The vectors as NumPy, or one line if any is not finite (an fp16 overflow): such
+        a vector must never reach the index."""
+        out = vectors.cpu().numpy()
+        if not np.isfinite(out).all():
+            raise ModelError(
+                f"{self.spec.name} produced a non-finite vector in {self.precision}: use "
+                "--precision bf16 or fp32"
+            )
+        return out
 
     def embed_stream(
         self,
@@ -225,6 +264,7 @@ def load_encoder(
     checkpoint: str | Path | None = None,
     device: str | None = None,
     allow_random_weights: bool = False,
+    precision: str = "fp32",
 ) -> Encoder:
     """Load an encoder (see the module docstring for what ``model`` may be).
 
@@ -232,7 +272,9 @@ def load_encoder(
     (``CASEBASE_MODEL``, ``CASEBASE_DEVICE``); the device then defaults to
     ``cuda`` when torch sees a GPU, else ``cpu``. ``allow_random_weights``
     lets an open_clip architecture without ``pretrained`` run with seeded
-    random weights: for timing benchmarks only, never a default.
+    random weights: for timing benchmarks only, never a default. ``precision``
+    (``fp32``, ``bf16``, ``fp16``) is the autocast the model runs under; a reduced one is
+    checked against fp32 on a probe batch first (:mod:`casebase.embedding.precision`).
     """
     try:
         import open_clip
@@ -248,6 +290,7 @@ def load_encoder(
         model = settings.model if model is None and checkpoint is None else model
         device = device or settings.device
     device = _resolve_device(torch, device)
+    check_precision(precision, device)
 
     if checkpoint is not None:
         if model is not None:
@@ -258,6 +301,8 @@ def load_encoder(
         net, fields, arch = build_named(open_clip, model, pretrained, allow_random_weights)
 
     net = net.to(device).eval()
+    if device.startswith("cuda"):
+        net = net.to(memory_format=torch.channels_last)
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     pp = net.visual.preprocess_cfg
@@ -274,8 +319,23 @@ def load_encoder(
         image_size=image_size(pp["size"]),
         preprocess=_describe(pp),
     )
-    logger.info("loaded %s (%s, dim %d) on %s", spec.name, spec.preprocess, spec.dim, device)
-    return Encoder(net, Preprocess(transform, _grey_invariant(transform)), spec, device, arch)
+    encoder = Encoder(
+        net, Preprocess(transform, _grey_invariant(transform)), spec, device, arch, precision
+    )
+    if precision != "fp32":
+        agreement = probe_agreement(
+            lambda b: encoder._encode_images(b, "fp32"),
+            lambda b: encoder._encode_images(b, precision),
+            spec.image_size,
+        )
+        if not agreement >= MIN_AGREEMENT:  # NaN too
+            raise refuse_disagreement(spec.name, precision, agreement)
+        encoder.agreement = agreement
+        logger.info("%s in %s: least cosine with fp32 %.5f", spec.name, precision, agreement)
+    logger.info(
+        "loaded %s (%s, dim %d) on %s, %s", spec.name, spec.preprocess, spec.dim, device, precision
+    )
+    return encoder
 
 
 def _resolve_device(torch: Any, device: str | None) -> str:
@@ -297,9 +357,10 @@ def _embed_dim(net: Any) -> int:
     if dim is None:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode():  # a timm tower (PE-Core) has no output_dim: look
             size = image_size(net.visual.preprocess_cfg["size"])
-            dim = net.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
+            where = next(net.parameters()).device  # the model is on its device already
+            dim = net.encode_image(torch.zeros(1, 3, size, size, device=where)).shape[-1]
     return int(dim)
 
 

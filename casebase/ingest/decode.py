@@ -62,7 +62,8 @@ def prepare_report(findings: object, impression: object, report: object) -> Repo
     try:
         labelled = labelled_findings(sanitized.findings, sanitized.impression)
     except Exception as exc:
-        raise InputError(f"report could not be labelled ({type(exc).__name__}: {exc})") from exc
+        # The error's message may quote the report: the reason names its type only.
+        raise InputError(f"report could not be labelled ({type(exc).__name__})") from exc
     return ReportFacts(sanitized, labelled)
 
 

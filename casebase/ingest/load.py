@@ -3,11 +3,17 @@
 A chunk commits whole studies only (study, images, report, findings, vectors
 together), so a batch killed at any moment leaves no half-written study, and
 a re-run skips what is already there by study id and content hash.
+
+Also the batch's own bookkeeping: its row in ``ingest_batch`` (running, complete, or
+failed with the error), and the advisory lock that keeps two runs of one batch (and
+shard) from loading it at the same time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,6 +28,8 @@ from casebase.db.connection import scalar
 from casebase.db.spaces import Space
 from casebase.errors import IngestError
 from casebase.ingest.studies import Reject, StudyInput
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -74,11 +82,35 @@ def patient_salt(conn: Connection) -> str:
     return row[0]
 
 
+def batch_lock_key(name: str, shard: tuple[int, int]) -> int:
+    """The advisory lock key of one batch and shard: 64 bits of a SHA-256, signed.
+
+    Per shard, so that ``--shard I/N`` runs of one batch still load in parallel."""
+    text = f"casebase ingest\0{name}\0{shard[0]}/{shard[1]}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def try_lock_batch(conn: Connection, name: str, shard: tuple[int, int]) -> bool:
+    """Take this session's advisory lock on the batch (and shard), or say it is taken.
+
+    A session lock: it outlives transactions and goes with the connection, so a run
+    killed with ``kill -9`` frees it as soon as the server notices the closed socket."""
+    locked = bool(scalar(conn, "SELECT pg_try_advisory_lock(%s)", (batch_lock_key(name, shard),)))
+    conn.commit()
+    return locked
+
+
 def begin_batch(conn: Connection, name: str, source: str, space: Space) -> None:
     conn.execute(
         "INSERT INTO casebase.ingest_batch (name, source, space_id) VALUES (%s, %s, %s) "
         "ON CONFLICT (name) DO NOTHING",
         (name, source, space.space_id),
+    )
+    # A run that failed left the batch ``failed``: this one is running it again.
+    conn.execute(
+        "UPDATE casebase.ingest_batch SET status = 'running', error = NULL "
+        "WHERE name = %s AND status = 'failed'",
+        (name,),
     )
     row = conn.execute(
         "SELECT b.space_id, s.name FROM casebase.ingest_batch b "
@@ -102,6 +134,60 @@ def begin_batch(conn: Connection, name: str, source: str, space: Space) -> None:
         "WHERE batch = %s AND source = %s AND row_ref = 'manifest'",
         (name, source),
     )
+
+
+def fail_batch(conn: Connection, name: str, error: str) -> None:
+    """Record that a run stopped on ``error`` (one line), unless the batch is complete."""
+    conn.execute(
+        "UPDATE casebase.ingest_batch SET status = 'failed', error = %s "
+        "WHERE name = %s AND status <> 'complete'",
+        (error, name),
+    )
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """A psycopg error (the server's, or the connection's)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+def record_stop(conn: Connection, url: str, batch: str, exc: BaseException) -> None:
+    """Mark the batch ``failed`` with a one-line error; on a broken connection, through a
+    new one. Never raises: the run's own error is what the caller must see."""
+    from casebase.db.connection import connect
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt):
+        error = "interrupted"
+    for attempt in ("same connection", "new connection"):
+        try:
+            if attempt == "same connection":
+                conn.rollback()
+                fail_batch(conn, batch, error[:300])
+                conn.commit()
+            else:
+                with connect(url) as fresh:
+                    fail_batch(fresh, batch, error[:300])
+                    fresh.commit()
+            return
+        except Exception as failure:  # best effort: the run's own error is what counts
+            log.debug("could not mark batch %s failed (%s): %s", batch, attempt, failure)
+    log.warning("batch %s stopped (%s) and could not be marked failed", batch, error)
+
+
+def record_manifest_failure(conn: Connection, batch: str, source: str, reason: str) -> None:
+    """A manifest that cannot be read: the batch is recorded with one reject saying why."""
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO casebase.ingest_batch (name, source) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO NOTHING",
+            (batch, source),
+        )
+        write_rejects(conn, batch, [Reject(source, "manifest", None, reason)])
 
 
 def existing_studies(conn: Connection, study_ids: Sequence[str]) -> dict[str, LoadedStudy]:
@@ -150,6 +236,7 @@ def write_chunk(
     image_rows: list = []
     report_rows: list = []
     raw_rows: list = []
+    attribute_rows: list = []
     finding_rows: list = []
     vector_rows: list = []
     for pk, p in zip(study_pks, studies, strict=True):
@@ -177,6 +264,8 @@ def write_chunk(
             )
         if p.raw_report:
             raw_rows.append((pk, p.raw_report, s.accession))
+        if s.raw_attributes:
+            attribute_rows.append((pk, Jsonb(s.raw_attributes)))
         for f in p.findings:
             finding_rows.append(
                 (
@@ -226,6 +315,7 @@ def write_chunk(
     copy_rows(conn, bulk.IMAGE_ROWS, image_rows)
     copy_rows(conn, bulk.REPORT_ROWS, report_rows)
     copy_rows(conn, bulk.REPORT_RAW_ROWS, raw_rows)
+    copy_rows(conn, bulk.ATTRIBUTES_RAW_ROWS, attribute_rows)
     copy_rows(conn, bulk.FINDING_ROWS, finding_rows)
     copy_rows(conn, bulk.EMBEDDING_ROWS, vector_rows)
     write_rejects(conn, batch, rejects)
@@ -258,8 +348,8 @@ def finish_batch(conn: Connection, name: str, shard: str, stats: dict, n_shards:
     complete = done >= n_shards
     if complete:
         conn.execute(
-            "UPDATE casebase.ingest_batch SET status = 'complete', finished_at = now() "
-            "WHERE name = %s",
+            "UPDATE casebase.ingest_batch SET status = 'complete', finished_at = now(), "
+            "error = NULL WHERE name = %s",
             (name,),
         )
     return complete

@@ -4,109 +4,53 @@ Studies are the unit of work: a study loads whole (all its images, report,
 findings and vectors in one transaction) or not at all. A re-run skips
 studies already loaded with the same content and rejects those whose content
 changed, so a batch killed half way finishes when re-run, with no duplicate.
+
+One run per batch (and shard) at a time: a run takes an advisory lock first, and a
+second run of the same batch stops at once with a one-line error, before writing
+anything (a scheduler's retry then finds the batch done, or finishes it). A run that
+stops on an error marks its batch ``failed`` with the error; the next run resumes it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from casebase.errors import InputError, ManifestError
+from casebase.errors import DatabaseError, IngestError, InputError, ManifestError
+from casebase.imaging.limits import check_batch_name
 from casebase.ingest import load
 from casebase.ingest.manifest import read_manifest
+from casebase.ingest.options import IngestOptions, IngestSummary, in_shard, parse_shard
 from casebase.ingest.studies import Plan, Reject, StudyInput, content_sha256, plan_rows
+from casebase.ingest.writer import ChunkWriter, Written
 from casebase.progress import progress_bar
 
 if TYPE_CHECKING:
     from psycopg import Connection
 
+__all__ = ["IngestOptions", "IngestSummary", "in_shard", "ingest", "parse_shard", "plan_source"]
+
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class IngestOptions:
-    batch: str
-    model: str | None = None
-    pretrained: str | None = None
-    checkpoint: str | None = None
-    images_root: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)
-    defaults: dict[str, str] = field(default_factory=dict)
-    shard: tuple[int, int] = (0, 1)
-    device: str | None = None
-    batch_size: int = 32
-    workers: int | None = None
-    chunk_size: int = 256
-    progress: bool | None = None  # None: a bar only on a terminal
-
-
-@dataclass(frozen=True)
-class IngestSummary:
-    batch: str
-    space: str
-    shard: str
-    loaded: int
-    skipped: int
-    rejected: int
-    images: int
-    seconds: float
-    per_modality: dict[str, dict[str, int]]
-    complete: bool
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "images_per_s": round(self.images_per_s, 2)}
-
-    def render(self) -> str:
-        lines = [
-            f"batch {self.batch} (shard {self.shard}, space {self.space}): "
-            f"{self.loaded} loaded, {self.skipped} skipped (already there), "
-            f"{self.rejected} rejected — {self.images} images in {self.seconds:.1f} s "
-            f"({self.images_per_s:.1f} images/s)"
-            + ("" if self.complete else "; other shards still running"),
-        ]
-        for modality, counts in sorted(self.per_modality.items()):
-            lines.append(
-                f"  {modality:<4} loaded {counts.get('loaded', 0):>6}  "
-                f"skipped {counts.get('skipped', 0):>6}  rejected {counts.get('rejected', 0):>6}"
-            )
-        if self.rejected:
-            lines.append(f"  see: SELECT * FROM casebase.rejects WHERE batch = '{self.batch}'")
-        return "\n".join(lines)
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise InputError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise InputError(f"--shard {text}: need 0 <= I < N")
-    return i, n
-
-
-def in_shard(study_id: str, shard: tuple[int, int]) -> bool:
-    i, n = shard
-    return n == 1 or int(hashlib.sha256(study_id.encode()).hexdigest()[:12], 16) % n == i
-
-
 def plan_source(source: Path, options: IngestOptions) -> Plan:
+    confined = not options.allow_outside_root
     if source.is_dir():
         from casebase.ingest.dicom_source import plan_dicom_folder
 
-        return plan_dicom_folder(source)
+        return plan_dicom_folder(source, confined=confined)
     if not source.exists():
         raise ManifestError(f"no such manifest or folder: {source}")
-    rows = read_manifest(source, columns=options.columns, images_root=options.images_root)
+    rows = read_manifest(
+        source,
+        columns=options.columns,
+        images_root=options.images_root,
+        attributes=options.attributes,
+        confined=confined,
+    )
     if options.defaults:
         for row in rows:
             for key, value in options.defaults.items():
@@ -123,51 +67,79 @@ def ingest(
     long-running worker); otherwise the options name the model to load.
     """
     from casebase.db import migrate
-    from casebase.db import spaces as db_spaces
     from casebase.db.connection import checked_url, connect
+    from casebase.db.replication import require_primary
 
     started = time.perf_counter()
+    check_batch_name(options.batch)
     source = Path(source)
     url = url or checked_url()
     with connect(url) as conn:
+        require_primary(conn, "ingest")  # before the model loads, not at the first write
         migrate.ensure_current(conn)
         conn.commit()
+        if not load.try_lock_batch(conn, options.batch, options.shard):
+            shard = (
+                "" if options.shard[1] == 1 else f" (shard {options.shard[0]}/{options.shard[1]})"
+            )
+            raise IngestError(
+                f"batch {options.batch}{shard} is being loaded by another process; "
+                "nothing was written (run it again when that one has finished)"
+            )
         try:
             plan = plan_source(source, options)
         except ManifestError as exc:
-            _record_failure(conn, options.batch, str(source), str(exc))
+            load.record_manifest_failure(conn, options.batch, str(source), str(exc))
             raise
+        try:
+            return _run(conn, source, options, plan, encoder, started)
+        except BaseException as exc:
+            load.record_stop(conn, url, options.batch, exc)
+            if load.is_database_error(exc):
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise DatabaseError(
+                    f"batch {options.batch} stopped: {reason or type(exc).__name__}; "
+                    "what was committed stays, re-run it to finish"
+                ) from exc
+            raise
+
+
+def _run(
+    conn: Connection, source: Path, options: IngestOptions, plan: Plan, encoder, started: float
+):
+    from casebase.db import spaces as db_spaces
+
+    if encoder is None:
         from casebase.embedding import load_encoder
 
-        encoder = encoder or load_encoder(
+        encoder = load_encoder(
             options.model,
             pretrained=options.pretrained,
             checkpoint=options.checkpoint,
             device=options.device,
+            precision=options.precision,
         )
-        spec = encoder.spec
-        with conn.transaction():
-            space = db_spaces.ensure_space(
-                conn,
-                name=spec.name,
-                model_name=spec.model_name,
-                dim=spec.dim,
-                pretrained=spec.pretrained,
-                checkpoint_sha256=spec.checkpoint_sha256,
-                image_size=spec.image_size,
-                preprocess=spec.preprocess,
-                checkpoint_path=str(Path(options.checkpoint).resolve())
-                if options.checkpoint
-                else None,
-            )
-            load.begin_batch(conn, options.batch, str(source), space)
-            salt = load.patient_salt(conn)
-        run = _BatchRun(conn, options, space, salt, plan)
-        run.execute(encoder)
-        shard_text = f"{options.shard[0]}/{options.shard[1]}"
-        stats = run.stats(time.perf_counter() - started)
-        with conn.transaction():
-            complete = load.finish_batch(conn, options.batch, shard_text, stats, options.shard[1])
+    spec = encoder.spec
+    with conn.transaction():
+        space = db_spaces.ensure_space(
+            conn,
+            name=spec.name,
+            model_name=spec.model_name,
+            dim=spec.dim,
+            pretrained=spec.pretrained,
+            checkpoint_sha256=spec.checkpoint_sha256,
+            image_size=spec.image_size,
+            preprocess=spec.preprocess,
+            checkpoint_path=str(Path(options.checkpoint).resolve()) if options.checkpoint else None,
+        )
+        load.begin_batch(conn, options.batch, str(source), space)
+        salt = load.patient_salt(conn)
+    run = _BatchRun(conn, options, space, salt, plan)
+    run.execute(encoder)
+    shard_text = f"{options.shard[0]}/{options.shard[1]}"
+    stats = {**run.stats(time.perf_counter() - started), "precision": encoder.precision}
+    with conn.transaction():
+        complete = load.finish_batch(conn, options.batch, shard_text, stats, options.shard[1])
     return IngestSummary(
         batch=options.batch,
         space=space.name,
@@ -180,16 +152,6 @@ def ingest(
         per_modality=run.per_modality_dict(),
         complete=complete,
     )
-
-
-def _record_failure(conn: Connection, batch: str, source: str, reason: str) -> None:
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO casebase.ingest_batch (name, source) VALUES (%s, %s) "
-            "ON CONFLICT (name) DO NOTHING",
-            (batch, source),
-        )
-        load.write_rejects(conn, batch, [Reject(source, "manifest", None, reason)])
 
 
 class _BatchRun:
@@ -207,8 +169,7 @@ class _BatchRun:
         self.loaded = self.skipped = self.rejected = self.images_done = 0
         self.ready: list[load.PreparedStudy] = []
         self.finding_backend = self.finding_version = ""
-        self._writer: ThreadPoolExecutor | None = None
-        self._writing: Future | None = None
+        self._writer = ChunkWriter(conn, batch=options.batch, space=space)
 
     # ------------------------------------------------------------------ bookkeeping
     def _reject_study(self, study: StudyInput, reasons: dict[int, str], default: str) -> None:
@@ -236,19 +197,11 @@ class _BatchRun:
     def execute(self, encoder) -> None:
         self.rejected += len({(r.source, r.row_ref) for r in self.pending_rejects})
         todo = self._skip_existing()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="casebase-copy")
         try:
             self._embed(encoder, todo)
             self._flush(final=True)
         finally:
-            # On an error here, the chunk in flight still commits or rolls back whole
-            # before the connection is closed; its own error, if any, is only logged.
-            if self._writing is not None:
-                try:
-                    self._wait_writer()
-                except Exception:
-                    log.exception("writing the last chunk failed too")
-            self._writer.shutdown(wait=True)
+            self._writer.close()
 
     def _skip_existing(self) -> list[StudyInput]:
         from casebase.imaging.files import sha256_file
@@ -328,13 +281,25 @@ class _BatchRun:
                 self.images_done += len(ok) + len(failed)
                 # A chunk goes when it is full, or as soon as the writer is free: what is
                 # ready then is written while the model runs, not left for the end.
-                writer_free = self._writing is None or self._writing.done()
+                writer_free = self._writer.idle
                 if len(self.ready) >= self.options.chunk_size or (self.ready and writer_free):
                     self._flush()
         finally:
             bar.close()
 
     def _finish_study(self, study: StudyInput, results: dict, failures: list) -> None:
+        # Two rows of one study naming files with the same bytes would break the image key
+        # (study, sha256) in the COPY: the second is a bad row like any other.
+        first_with: dict[str, str] = {}
+        for img in study.images:
+            if id(img) not in results:
+                continue
+            sha = results[id(img)][0].sha256
+            if sha in first_with:
+                reason = f"the same image as {first_with[sha]} of this study (identical bytes)"
+                failures = [*failures, (img, reason)]
+            else:
+                first_with[sha] = img.row_ref
         if failures:
             bad = {id(img): reason for img, reason in failures}
             self._reject_study(study, bad, "not loaded: another image of this study was rejected")
@@ -384,42 +349,29 @@ class _BatchRun:
         )
 
     def _flush(self, final: bool = False) -> None:
-        """Hand the ready studies (and pending rejects) to the writer thread.
-
-        The writer commits one chunk (at most ``chunk_size`` whole studies) per
-        transaction, in order, on this run's connection (which nothing else uses
-        meanwhile), while this thread goes on embedding: the COPY, and the HNSW inserts it
-        makes the server do, overlap the model. At most one chunk is in flight, so memory
-        stays bounded; ``final`` waits for the last one.
-        """
+        """Hand the ready studies (and pending rejects) to the writer thread
+        (:class:`~casebase.ingest.writer.ChunkWriter`), which commits them while this
+        thread goes on embedding; ``final`` waits for the last chunk."""
         if self.ready or (final and self.pending_rejects):
             chunk, rejects = self.ready, self.pending_rejects
             self.ready, self.pending_rejects = [], []
-            self._wait_writer()
-            assert self._writer is not None, "run() starts the writer before the first flush"
-            self._writing = self._writer.submit(self._write, chunk, rejects)
+            self._count(self._writer.submit(chunk, rejects))
         if final:
-            self._wait_writer()
+            self._count(self._writer.wait())
 
-    def _write(self, chunk: list[load.PreparedStudy], rejects: list[Reject]) -> list:
-        with self.conn.transaction():
-            load.write_chunk(
-                self.conn,
-                batch=self.options.batch,
-                space=self.space,
-                studies=chunk,
-                rejects=rejects,
-            )
-        return chunk
-
-    def _wait_writer(self) -> None:
-        """Wait for the chunk in flight; count its studies loaded, or raise its error."""
-        if self._writing is None:
+    def _count(self, written: Written | None) -> None:
+        """Count what a chunk came to: loaded, skipped (another run loaded it), rejected."""
+        if written is None:
             return
-        writing, self._writing = self._writing, None
-        for p in writing.result():
+        for p in written.loaded:
             self.loaded += 1
             self.counts[p.study.modality]["loaded"] += 1
+        for p in written.skipped:
+            self.skipped += 1
+            self.counts[p.study.modality]["skipped"] += 1
+        for p, _ in written.rejected:
+            self.rejected += len(p.study.images)
+            self.counts[p.study.modality]["rejected"] += len(p.study.images)
 
 
 def _report_parts(study: StudyInput) -> tuple | None:

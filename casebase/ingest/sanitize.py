@@ -55,7 +55,14 @@ from casebase.synthesis.sections import split_sections
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CATEGORIES", "SanitizedReport", "sanitize_report", "sanitize_text", "split_sections"]
+__all__ = [
+    "CATEGORIES",
+    "SanitizedReport",
+    "sanitize_report",
+    "sanitize_text",
+    "sanitize_value",
+    "split_sections",
+]
 
 #: Scrub categories, in the order ``SanitizedReport.removed`` lists them.
 CATEGORIES = (
@@ -261,7 +268,7 @@ _PLACE = re.compile(
 )
 _DEID = re.compile(r"(?<![A-Za-z])X{3,}(?:[\s,/<>-]{1,5}X{3,})+(?![A-Za-z])")
 _SPACES = re.compile(r"[\u00a0\u2000-\u200b\u202f\u205f\u3000]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 
 _SENT_SPLIT = re.compile(r"((?<=[.!?])[ \t]+|\n)")
 _COMMUNICATION = re.compile(
@@ -452,6 +459,17 @@ def sanitize_text(text: str, found: set[str] | None = None) -> str | None:
     text = _sub(_DEID, text, "deid_token", found, "XXXX")
     text = _clean(text, capitalised)
     return text or None
+
+
+def sanitize_value(value: object) -> str | None:
+    """One free-text value that is not a report (an extra manifest column on the
+    ``--attributes`` allow-list), scrubbed like a report's findings: control characters,
+    dates, ages, names, ids, contacts, places and comparison references go. A label
+    ("COVID-19", "cardiomegaly;pleural_effusion") comes back unchanged. None when
+    nothing is left."""
+    found: set[str] = set()
+    text = _coerce(value, found)
+    return sanitize_text(text, found) if text and text.strip() else None
 
 
 def sanitize_report(

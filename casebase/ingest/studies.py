@@ -2,7 +2,10 @@
 
 Several rows with one ``study_id`` are several images of one study; they must
 agree on the study's own values (patient, age, sex, modality, date), otherwise
-the whole study is rejected rather than loaded with a guess.
+the whole study is rejected rather than loaded with a guess. The reason names the
+column and the rows that disagree, never their values (a patient id or a date is
+private, and ``casebase.rejects`` is read by analysts). Each row's values are checked
+by :mod:`casebase.ingest.validate`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from datetime import date
 from pathlib import Path
 
 from casebase.errors import InputError
-from casebase.imaging import values
+from casebase.imaging.limits import display
 from casebase.ingest.manifest import SourceRow
+from casebase.ingest.validate import row_values, study_id_of
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,16 @@ class StudyInput:
     impression: str | None
     report: str | None
     accession: str | None
-    attributes: dict[str, str]
+    attributes: dict[str, str]  # shown to analysts: allow-listed and sanitised
     images: list[ImageInput] = field(default_factory=list)
+    raw_attributes: dict[str, str] = field(default_factory=dict)  # every extra, as received
 
     def metadata_digest(self) -> dict:
-        """The study's own values, for the content hash (images are added by the loader)."""
+        """The study's own values, for the content hash (images are added by the loader).
+
+        Extra columns count as received (``raw_attributes``): what a study *is* does not
+        depend on which of them ``--attributes`` shows, and hashes of studies loaded
+        before the allow-list existed stay the same."""
         return {
             "patient_id": self.patient_id,
             "modality": self.modality,
@@ -67,7 +76,7 @@ class StudyInput:
             "findings": self.findings,
             "impression": self.impression,
             "report": self.report,
-            "attributes": self.attributes,
+            "attributes": self.raw_attributes,
         }
 
 
@@ -83,72 +92,50 @@ class Plan:
     rejects: list[Reject]
 
 
-def _study_values(row: SourceRow) -> dict:
-    f = row.fields
-    view = values.normalise_view(f.get("view"))
-    flags = set(values.parse_flags(f.get("flags"))) | values.view_flags(f.get("view"))
-    return {
-        "patient_id": f.get("patient_id"),
-        "modality": values.normalise_modality(f.get("modality"), f.get("body_part")),
-        "body_part": (f.get("body_part") or None) and f["body_part"].upper(),
-        "view": view,
-        "age": values.parse_age(f.get("age")),
-        "sex": values.parse_sex(f.get("sex")),
-        "study_date": values.parse_date(f.get("study_date")),
-        "flags": tuple(sorted(flags)),
-        "findings": f.get("findings"),
-        "impression": f.get("impression"),
-        "report": f.get("report"),
-    }
-
-
 _MUST_AGREE = ("patient_id", "modality", "age", "sex", "study_date")
+
+
+def _reject(row: SourceRow, study_id: str | None, reason: str) -> Reject:
+    return Reject(row.source, display(row.row_ref, 1000), study_id, reason)
 
 
 def plan_rows(rows: list[SourceRow]) -> Plan:
     """Validate rows and group them into studies, in first-seen order."""
     studies: dict[str, StudyInput] = {}
+    first_row: dict[str, str] = {}
     rejects: list[Reject] = []
     bad_studies: dict[str, str] = {}
     seen_images: dict[tuple[str, str], str] = {}
     for row in rows:
-        study_id = row.fields.get("study_id", "").strip()
-        if not study_id:
-            rejects.append(Reject(row.source, row.row_ref, None, "missing study_id"))
-            continue
-        image_path = row.fields.get("image_path", "").strip()
-        if not image_path:
-            rejects.append(Reject(row.source, row.row_ref, study_id, "missing image_path"))
+        try:
+            study_id = study_id_of(row)
+        except InputError as exc:  # an id that cannot be stored cannot name the reject either
+            rejects.append(_reject(row, None, str(exc)))
             continue
         if study_id in bad_studies:
-            rejects.append(Reject(row.source, row.row_ref, study_id, bad_studies[study_id]))
+            rejects.append(_reject(row, study_id, bad_studies[study_id]))
             continue
         try:
-            vals = _study_values(row)
+            checked = row_values(row)
         except InputError as exc:
-            rejects.append(Reject(row.source, row.row_ref, study_id, str(exc)))
+            rejects.append(_reject(row, study_id, str(exc)))
             # A study loads whole or not at all: its other rows, before and after, go too.
             bad_studies[study_id] = "not loaded: another row of this study was rejected"
             dropped = studies.pop(study_id, None)
             for img in dropped.images if dropped else []:
                 rejects.append(Reject(img.source, img.row_ref, study_id, bad_studies[study_id]))
             continue
-        key = (study_id, image_path)
+        vals = checked.study
+        key = (study_id, str(checked.image))
         if key in seen_images:
-            rejects.append(
-                Reject(
-                    row.source,
-                    row.row_ref,
-                    study_id,
-                    f"duplicate row: same study and image as {seen_images[key]}",
-                )
-            )
+            reason = f"duplicate row: same study and image as {seen_images[key]}"
+            rejects.append(_reject(row, study_id, reason))
             continue
         seen_images[key] = row.row_ref
         image = ImageInput(
-            path=(row.base_dir / image_path),
+            path=checked.image,
             source=row.source,
-            row_ref=row.row_ref,
+            row_ref=display(row.row_ref, 1000),
             view=vals["view"],
             flags=vals["flags"],
         )
@@ -156,11 +143,13 @@ def plan_rows(rows: list[SourceRow]) -> Plan:
         if existing is None:
             studies[study_id] = StudyInput(
                 study_id=study_id,
-                accession=row.fields.get("accession"),
-                attributes=dict(row.attributes),
+                accession=checked.accession,
+                attributes=checked.attributes,
+                raw_attributes=checked.raw_attributes,
                 images=[image],
                 **vals,
             )
+            first_row[study_id] = image.row_ref
             continue
         conflict = next(
             (n for n in _MUST_AGREE if vals[n] is not None and getattr(existing, n) != vals[n]),
@@ -169,12 +158,12 @@ def plan_rows(rows: list[SourceRow]) -> Plan:
         if conflict:
             reason = (
                 f"rows of study {study_id} disagree on {conflict} "
-                f"({getattr(existing, conflict)!r} vs {vals[conflict]!r})"
+                f"({first_row[study_id]} and {image.row_ref})"
             )
             bad_studies[study_id] = reason
             for img in existing.images:
                 rejects.append(Reject(img.source, img.row_ref, study_id, reason))
-            rejects.append(Reject(row.source, row.row_ref, study_id, reason))
+            rejects.append(_reject(row, study_id, reason))
             del studies[study_id]
             continue
         existing.images.append(image)

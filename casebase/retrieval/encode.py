@@ -14,21 +14,27 @@ from casebase.errors import InputError, ModelError
 
 @lru_cache(maxsize=4)
 def _encoder(
-    name: str, model_name: str, pretrained: str | None, checkpoint: str | None, device: str | None
+    name: str,
+    model_name: str,
+    pretrained: str | None,
+    checkpoint: str | None,
+    device: str | None,
+    precision: str = "fp32",
 ):
     from casebase.embedding import PRESETS, load_encoder
 
     if checkpoint:
-        return load_encoder(checkpoint=checkpoint, device=device)
+        return load_encoder(checkpoint=checkpoint, device=device, precision=precision)
     if name in PRESETS:
-        return load_encoder(name, device=device)
-    return load_encoder(model_name, pretrained=pretrained, device=device)
+        return load_encoder(name, device=device, precision=precision)
+    return load_encoder(model_name, pretrained=pretrained, device=device, precision=precision)
 
 
-def encoder_for_space(space: Space, device: str | None = None):
-    """The encoder that made a space's vectors; a mismatch is an error, never a guess."""
+def encoder_for_space(space: Space, device: str | None = None, precision: str = "fp32"):
+    """The encoder that made a space's vectors; a mismatch is an error, never a guess.
+    (``precision`` is how it computes, not what its vectors mean: not checked.)"""
     encoder = _encoder(
-        space.name, space.model_name, space.pretrained, space.checkpoint_path, device
+        space.name, space.model_name, space.pretrained, space.checkpoint_path, device, precision
     )
     if encoder.spec.dim != space.dim or (
         space.checkpoint_sha256 and encoder.spec.checkpoint_sha256 != space.checkpoint_sha256

@@ -56,6 +56,9 @@ _REQUIRED = frozenset({"q", "query", "study_id", "k"})
 
 _CASTS = {
     "q": "::vector",
+    "q_rerank": "::vector",
+    "modify": "::vector",
+    "neutral": "::vector",
     "attributes": "::jsonb",
     "views": "::text[]",
     "exclude_flags": "::text[]",
@@ -214,6 +217,107 @@ def search_hybrid(
         ("exact", True if exact else None),
     ]
     return _call(conn, "hybrid_search", args, timeout_ms)
+
+
+def search_composed(
+    conn: Connection,
+    vector,
+    modify,
+    neutral,
+    weight: float,
+    *,
+    k: int,
+    filters: Filters,
+    space: str | None,
+    exact: bool,
+    exclude_patient: str | None = None,
+    exclude_study: str | None = None,
+    timeout_ms: int = 30000,
+) -> list[Hit]:
+    """``casebase.similar_composed``: the k studies nearest to ``vector`` moved by
+    ``weight`` along ``modify - neutral`` (text-tower vectors; see ``retrieval.compose``)."""
+    args = [
+        ("q", _query_vector(vector)),
+        ("modify", _query_vector(modify)),
+        ("neutral", _query_vector(neutral)),
+        ("modify_weight", weight),
+        ("k", k),
+        *filter_arguments(filters),
+        ("exclude_patient", exclude_patient),
+        ("exclude_study", exclude_study),
+        ("space", space),
+        ("exact", True if exact else None),
+    ]
+    return _call(conn, "similar_composed", args, timeout_ms)
+
+
+def search_reranked(
+    conn: Connection,
+    vector,
+    rerank_vector,
+    *,
+    rerank_space: str,
+    rerank_candidates: int,
+    k: int,
+    filters: Filters,
+    space: str | None,
+    exact: bool,
+    exclude_patient: str | None = None,
+    exclude_study: str | None = None,
+    timeout_ms: int = 30000,
+) -> list[Hit]:
+    """``casebase.similar_reranked``: ``rerank_candidates`` studies from ``space`` by
+    ``vector``, the k best of them by ``rerank_vector`` in ``rerank_space``."""
+    args = [
+        ("q", _query_vector(vector)),
+        ("q_rerank", _query_vector(rerank_vector)),
+        ("rerank_space", rerank_space),
+        ("k", k),
+        *filter_arguments(filters),
+        ("exclude_patient", exclude_patient),
+        ("exclude_study", exclude_study),
+        ("space", space),
+        ("exact", True if exact else None),
+        ("rerank_candidates", rerank_candidates),
+    ]
+    return _call(conn, "similar_reranked", args, timeout_ms)
+
+
+def search_study_reranked(
+    conn: Connection,
+    study_id: str,
+    *,
+    rerank_space: str,
+    rerank_candidates: int,
+    k: int,
+    filters: Filters,
+    space: str | None,
+    exact: bool,
+    timeout_ms: int = 30000,
+) -> list[Hit]:
+    """``casebase.similar_cases_reranked``: a study's query image in both spaces; the
+    study and (unless ``filters.exclude_same_patient`` is False) its patient excluded."""
+    args = [
+        ("study_id", study_id),
+        ("rerank_space", rerank_space),
+        ("k", k),
+        *filter_arguments(filters),
+        ("exclude_same_patient", None if filters.exclude_same_patient else False),
+        ("space", space),
+        ("exact", True if exact else None),
+        ("rerank_candidates", rerank_candidates),
+    ]
+    return _call(conn, "similar_cases_reranked", args, timeout_ms)
+
+
+def check_rerank_candidates(candidates: int, k: int, max_k: int) -> None:
+    """The words of ``casebase.similar_reranked``, before any model loads."""
+    if (
+        not isinstance(candidates, int)
+        or isinstance(candidates, bool)
+        or not k <= candidates <= max_k
+    ):
+        raise QueryError(f"rerank_candidates must be between k ({k}) and {max_k}, got {candidates}")
 
 
 def study_vectors(conn: Connection, image_ids: Sequence[int]) -> dict[int, np.ndarray]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from casebase.embedding.checkpoint import MODEL_FILE, write_checkpoint, write_config
+from casebase.embedding.precision import autocast, check_precision
 from casebase.embedding.workers import worker_init
 from casebase.errors import CasebaseError, InputError
 from casebase.progress import progress_bar
@@ -123,6 +124,21 @@ def _device(device: str | None) -> str:
     return device
 
 
+def _precision(precision: str | None, device: str) -> str:
+    """The steps' autocast: unless asked, bf16 on a GPU that has it, else fp32. fp16 would
+    need loss scaling (its gradients underflow), which this loop does not do."""
+    import torch
+
+    if precision == "fp16":
+        raise InputError(
+            "training in fp16 needs loss scaling, which casebase does not do: use bf16"
+        )
+    if precision is None:
+        cuda = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        precision = "bf16" if cuda else "fp32"
+    return check_precision(precision, device)
+
+
 def train(
     conn,
     *,
@@ -134,6 +150,7 @@ def train(
     out: str | Path,
     device: str | None = None,
     batch_size: int = 64,
+    precision: str | None = None,
     lr: float = 1e-4,
     weight_decay: float = 0.1,
     seed: int = 0,
@@ -196,6 +213,7 @@ def train(
         "arch": json.dumps(start.config.model_cfg, sort_keys=True),
     }
     dev = _device(device)
+    steps_precision = _precision(precision, dev)
     model = start.model.to(dev)
     head = siglip_head(same_text_prior([p.text for p in train_pairs], batch_size)).to(dev)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
@@ -220,6 +238,7 @@ def train(
         k=k,
         seed=seed,
         device=dev,
+        precision=steps_precision,
         workers=workers,
         progress=progress,
     )
@@ -237,6 +256,7 @@ def train(
         "training": {
             "epochs": epochs,
             "batch_size": batch_size,
+            "precision": steps_precision,
             "lr": lr,
             "weight_decay": weight_decay,
             "seed": seed,
@@ -270,8 +290,8 @@ def train(
             total_steps=epochs * steps_per_epoch,
             deadline=deadline,
         )
-        precision = run.held_out_precision(held, eval_tf, epoch=epoch)
-        run.finish_epoch(epoch, loss, precision, partial, time.monotonic() - started, provenance)
+        p_at_k = run.held_out_precision(held, eval_tf, epoch=epoch)
+        run.finish_epoch(epoch, loss, p_at_k, partial, time.monotonic() - started, provenance)
         if run.stale >= patience:
             stopped = "early stopping"
         elif partial or (deadline is not None and time.monotonic() >= deadline):
@@ -315,6 +335,7 @@ class _Run:
         k: int,
         seed: int,
         device: str,
+        precision: str,
         workers: int | None,
         progress: bool | None,
     ) -> None:
@@ -322,7 +343,7 @@ class _Run:
 
         self.out, self.model, self.head, self.opt = out, model, head, opt
         self.start, self.fingerprint, self.k, self.seed = start, fingerprint, k, seed
-        self.device, self.progress = device, progress
+        self.device, self.progress, self.precision = device, progress, precision
         self.workers = workers if workers is not None else (0 if device == "cpu" else 4)
         self.tokenizer = open_clip.get_tokenizer(start.arch)
         self.loss_fn = shared_text_siglip_loss()
@@ -425,8 +446,7 @@ class _Run:
         unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
         tokens = self.tokenizer(list(unique)).to(self.device)
         ids = torch.from_numpy(inverse.astype(np.int64)).to(self.device)
-        cuda = self.device.startswith("cuda")
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with autocast(self.precision, self.device):
             image = self.model.encode_image(
                 batch.to(self.device, non_blocking=True), normalize=True
             )

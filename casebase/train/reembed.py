@@ -134,6 +134,7 @@ def reembed(
     batch_size: int = 64,
     workers: int | None = None,
     device: str | None = None,
+    precision: str = "fp32",
     fuse_text: str | None = None,
     w_img: float = 0.5,
     w_text: float = 0.5,
@@ -175,7 +176,7 @@ def reembed(
         db_spaces.ensure_partition(conn, dst, modality)
         db_spaces.drop_vector_index(conn, dst, modality)
     conn.commit()
-    encoder = encoder_for_space(dst, device)
+    encoder = encoder_for_space(dst, device, precision)
 
     added = failed = fused = 0
     text_vectors: dict[str, np.ndarray] = {}

@@ -1,7 +1,7 @@
 -- Revision 0007: owned by casebase_owner (which owns casebase.embedding and its
 -- partitions, so it may add partitions to them), pg_temp last in the search path.
 -- Leaves it creates belong to casebase_owner; ingest writes through the parent table.
--- Revision 0008: the covering index carries the half-precision copy of the vector
+-- Revision 0010: the covering index carries the half-precision copy of the vector
 -- (vec_half), so the exact route ranks the passing rows without visiting the table, and
 -- on PostgreSQL 18 it leads with the columns a filter names by equality (sex, the flag
 -- mask, view; 18 skips over the ones a filter leaves out), then age. Before 18 (no skip

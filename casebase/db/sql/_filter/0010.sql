@@ -9,7 +9,7 @@
 -- folds ($1).sex to 'F' and estimates and indexes work as with literal values.
 -- Every argument is required (no defaults), so a caller cannot leave one out by mistake.
 --
--- Revision 0008: a filter on the quality flags casebase raises also names the flag_mask
+-- Revision 0010: a filter on the quality flags casebase raises also names the flag_mask
 -- values that can pass it (casebase._flag_masks, read from the same record), an index
 -- condition of each leaf's covering index; the array conditions stay, and decide.
 CREATE OR REPLACE FUNCTION casebase._filter(

@@ -1,4 +1,4 @@
--- Every flag_mask value a row can have and pass a filter (revision 0008): the masks that
+-- Every flag_mask value a row can have and pass a filter (revision 0010): the masks that
 -- hold every required flag casebase knows and none of the excluded ones
 -- (casebase._flag_mask). NULL when the filter names none of those flags: then the mask
 -- constrains nothing. casebase._filter adds "e.flag_mask = ANY (this)" to its predicate

@@ -1,4 +1,4 @@
--- The quality flags casebase itself raises, as bits (revision 0008): the generated column
+-- The quality flags casebase itself raises, as bits (revision 0010): the generated column
 -- casebase.embedding.flag_mask stores this of every row, and it is a key column of the
 -- covering index of each leaf, so a filter on these flags narrows the index scan instead
 -- of being checked row by row (casebase._flag_masks turns a filter into the masks that

@@ -1,8 +1,8 @@
 """Search speed (issue #15): a compact vector copy in each leaf's covering index, a flag
 mask to narrow it, and a router that reads what ``casebase tune`` measured.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-02
 
 - ``casebase.embedding`` gets two stored generated columns: ``vec_half`` (the vector in
@@ -30,8 +30,8 @@ from alembic import op
 
 from casebase.db import replaceable
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -96,7 +96,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """The functions live before 0008, the 0006 covering index, no generated columns."""
+    """The functions live before 0010, the 0006 covering index, no generated columns."""
     for name in reversed(_OBJECTS[2:]):
         replaceable.reinstall_previous(name, before=revision)
     op.execute(_swap_leaf_indexes("_filters", _FILTERS_0006, _FILTERS_0006, "_cover"))

@@ -1,9 +1,9 @@
--- Revision 0008 (issue #15): the two costs that made search slower than the embedded
+-- Revision 0010 (issue #15): the two costs that made search slower than the embedded
 -- vector databases, made small.
 --
 -- 1. The exact routes rank from a compact copy. Each leaf's covering index carries
 --    vec_half (the vector in half precision) and leads with the columns filters name by
---    equality (ensure_embedding_partition/0008.sql), so one index-only scan finds the
+--    equality (ensure_embedding_partition/0010.sql), so one index-only scan finds the
 --    passing rows and their half-precision distances; only the few nearest are fetched in
 --    full precision and re-ranked (the old route fetched every passing row by key, ~3 µs a
 --    row). The answer stays exact: a half-precision cosine distance is within EPS = 0.0025
