@@ -98,7 +98,10 @@ _FLAG_COLUMN = {"portable": "portable", "burned_in_text": "burned"}
 class Casebase(Engine):
     """casebase as shipped: ``search_vector`` through the SQL router (or exact=True)."""
 
-    strategy = "during: one SQL statement; selective filters scan the rows that pass exactly"
+    strategy = (
+        "during: one SQL statement; selective filters: the covering index's half-precision "
+        "copies of the passing rows, the nearest re-ranked exactly; broad: HNSW, tuned beam"
+    )
 
     def __init__(self, work: Path, tag: str, url: str, *, exact: bool) -> None:
         self.name = "casebase exact" if exact else "casebase"
@@ -108,7 +111,7 @@ class Casebase(Engine):
         self.exact = exact
         self.conn = connect(url, autocommit=True)
         if exact:
-            self.strategy = "exact=True: the filter, then every passing vector"
+            self.strategy = "exact=True: every passing row ranked as on the exact route"
 
     def prepare(self, xb: np.ndarray, meta: Meta) -> None:
         self.position = {int(g): i for i, g in enumerate(meta.index)}

@@ -461,12 +461,16 @@ def print_dataset(name: str, rep: dict, args) -> None:
         if e.startswith("casebase"):
             rel = rep["casebase"]["relations"]
             size = sum(rel.values()) / 2**20
-        built = f"{b['build_s']:.0f}" + ("*" if b["reused"] else "")
+        seconds = b["build_s"]
+        if e == "casebase":
+            seconds = rep["casebase"].get("build_s", float("nan"))  # the HNSW build
+        built = f"{seconds:.0f}" + ("*" if b["reused"] else "")
         print(f"{e:<15} {built:>9} {size:>9,.0f}  {b['strategy']}")
     db = rep["casebase"]
     print(
-        "casebase: the CXR leaf, its HNSW and filter indexes (build = HNSW build; "
-        f"calibration {db.get('tune_s', float('nan')):.1f} s); * = built by an earlier run"
+        "casebase: the CXR leaf, its HNSW and filter indexes (build = HNSW build, after a "
+        f"{db.get('load_s', float('nan')):.0f} s COPY; calibration "
+        f"{db.get('tune_s', float('nan')):.1f} s); * = built by an earlier run"
     )
     for line in db.get("tuned", []):
         print(f"  tuned: {line}")
@@ -504,6 +508,18 @@ def print_targets(name: str, rep: dict) -> None:
         print(line)
 
 
+def reprint(paths: list[Path]) -> None:
+    """The tables of earlier runs (their --json files), as the runs printed them."""
+    for path in paths:
+        report = json.loads(path.read_text())
+        settings = argparse.Namespace(**report["settings"])
+        print(f"{path}: load average before {settings.load_before}, after {settings.load_after}")
+        for name, rep in report["datasets"].items():
+            print_dataset(name, rep, settings)
+            print_targets(name, rep)
+        print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -528,7 +544,7 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", default="1,4,16", help="client counts; '' to skip")
     parser.add_argument("--per-client", type=int, default=40, help="queries per client")
-    parser.add_argument("--work", type=Path, required=True, help="peer indexes live here")
+    parser.add_argument("--work", type=Path, default=None, help="peer indexes live here")
     parser.add_argument("--database", default="bench_peers", help="casebase database prefix")
     parser.add_argument("--reuse", action="store_true", help="reuse casebase's databases")
     parser.add_argument(
@@ -539,6 +555,13 @@ def main() -> None:
     parser.add_argument("--retune", action="store_true", help="calibrate casebase again")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="print the tables of earlier --json files and stop (no --work needed)",
+    )
+    parser.add_argument(
         "--build-only",
         action="store_true",
         help="build the indexes (and casebase's database, if 'casebase' is in --engines), "
@@ -547,6 +570,11 @@ def main() -> None:
     args = parser.parse_args()
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if args.report:
+        reprint(args.report)
+        return
+    if args.work is None:
+        parser.error("--work is required")
     if "CASEBASE_HOME" not in os.environ:
         sys.exit("set CASEBASE_HOME to a directory of your own (the embedded server lives there)")
     args.work.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,7 @@ def test_tune_stores_what_it_measured(url, tuned):
     assert all(k_ef >= int(k) and k_ef in tuning.EF_GRID for k, k_ef in leaf.ef_search.items())
     assert all(r >= leaf.recall_target for r in leaf.recall.values()), leaf
     assert 200 <= leaf.exact_threshold <= leaf.rows
+    assert leaf.trust_distance is not None and 0 < leaf.trust_distance <= 4, leaf
     with connect(url) as conn:
         stored = _stored(conn, leaf.leaf)
     assert stored == json.loads(leaf.setting()), stored
@@ -78,6 +79,18 @@ def test_searches_read_the_calibration(url, data, tuned):
             )
             hits = search_vector(conn, q, k=20, filters=f, space=None, exact=False)
             assert {h.route for h in hits} == {route}, (threshold, "the leaf's threshold wins")
+        # A graph answer whose nearest study lies beyond the trust distance is answered
+        # again exactly; one within it stands.
+        for trust, route in ((0.0, "exact"), (4.0, "hnsw")):
+            conn.execute(
+                "UPDATE casebase.setting SET value = %s WHERE key = %s",
+                (
+                    json.dumps(stored | {"exact_threshold": 0, "trust_distance": trust}),
+                    f"tune.{leaf}",
+                ),
+            )
+            hits = search_vector(conn, q + 0.5, k=20, filters=f, space=None, exact=False)
+            assert {h.route for h in hits} == {route}, (trust, hits[0])
         conn.rollback()
         recalls = []
         for qi in np.random.default_rng(4).choice(N, size=15, replace=False):

@@ -17,7 +17,10 @@
 --    100, how many images a study has there, and the filtered-row count at which the exact
 --    route stops being the faster (setting row 'tune.<leaf>', JSON); without it, the 0005
 --    defaults (ef_search 4 x the images asked for, exact_threshold). Fewer studies than
---    asked for from the graph first asks it for twice the images, then answers exactly.
+--    asked for from the graph first asks it for twice the images, then answers exactly;
+--    so does a graph answer whose nearest study is farther than the leaf's calibrated
+--    trust_distance (1.5 x the farthest nearest neighbour `casebase tune` saw): the walk
+--    did not reach the query's region (a narrow beam in a poorly connected graph).
 -- The router reads the leaf's row count instead of running EXPLAIN when nothing is
 -- filtered. The exact scans need the index-only path: bitmap and sequential scans are off
 -- inside this function (a bitmap heap scan would read vec_half from TOAST row by row).
@@ -221,8 +224,10 @@ BEGIN
             OR near_rows < near_limit::integer;
     END LOOP;
 
-    -- The approximate scan may stop short (max_scan_tuples): then answer exactly.
-    IF route = 'hnsw' AND coalesce(cardinality(found_rows), 0) < k THEN
+    -- The approximate scan may stop short (max_scan_tuples), or never reach the query's
+    -- region (its nearest is farther than any the calibration saw): then answer exactly.
+    IF route = 'hnsw' AND (coalesce(cardinality(found_rows), 0) < k
+            OR (found_rows[1]).distance > (tuned ->> 'trust_distance')::double precision) THEN
         RETURN QUERY SELECT * FROM casebase.similar_to_vector(
             q => q, k => k, modality => f.modality, sex => sex, age_min => age_min,
             age_max => age_max, exclude_flags => exclude_flags,
