@@ -85,6 +85,14 @@ def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
 # ---------------------------------------------------------------- the rule
 
 
+def _cli_modified_ids(weight: str, capsys) -> list[str]:
+    """The study ids of `casebase search --study STUDY --modify PROMPT` at ``weight``."""
+    args = ["search", "--study", STUDY, "-k", "10", "--json", "--modify", PROMPT]
+    code, out, err = _cli([*args, "--modify-weight", weight], capsys)
+    assert code == 0, err
+    return [h["study_id"] for h in json.loads(out)]
+
+
 def test_weight_zero_is_the_plain_search_in_python_sql_and_cli(client, url, use_db, capsys):
     plain = client.search(study_id=STUDY, k=10)
     zero = client.search(study_id=STUDY, k=10, modify=PROMPT, modify_weight=0)
@@ -106,23 +114,7 @@ def test_weight_zero_is_the_plain_search_in_python_sql_and_cli(client, url, use_
             (q, STUDY),
         )
     assert composed == direct and len(direct) == 10
-    code, out, err = _cli(
-        [
-            "search",
-            "--study",
-            STUDY,
-            "-k",
-            "10",
-            "--json",
-            "--modify",
-            PROMPT,
-            "--modify-weight",
-            "0",
-        ],
-        capsys,
-    )
-    assert code == 0, err
-    assert [h["study_id"] for h in json.loads(out)] == [h.study_id for h in plain]
+    assert _cli_modified_ids("0", capsys) == [h.study_id for h in plain]
 
 
 @pytest.mark.parametrize("weight", [0.5, 3.0, 10.0])
@@ -201,23 +193,7 @@ def test_stored_prompts_let_sql_run_the_study_form(client, url, use_db, capsys, 
     m, n = _text_vectors(client, PROMPT, compose.NEUTRAL_PROMPT)
     assert np.array_equal(stored[PROMPT].to_numpy(), m)
     assert np.array_equal(stored["no finding"].to_numpy(), n)
-    code, out, err = _cli(
-        [
-            "search",
-            "--study",
-            STUDY,
-            "-k",
-            "10",
-            "--json",
-            "--modify",
-            PROMPT,
-            "--modify-weight",
-            "2",
-        ],
-        capsys,
-    )
-    assert code == 0, err
-    assert [h["study_id"] for h in json.loads(out)] == [h.study_id for h in hits]
+    assert _cli_modified_ids("2", capsys) == [h.study_id for h in hits]
 
 
 def test_the_neutral_prompt_is_one_rule(client):

@@ -142,6 +142,34 @@ def _query_vector(vector):
     return Vector(vec)
 
 
+def _vector_scope(
+    filters: Filters,
+    exclude_patient: str | None,
+    exclude_study: str | None,
+    space: str | None,
+    exact: bool,
+) -> list[tuple[str, object]]:
+    """The arguments every vector-query search function shares after its query and k:
+    the filters, the exclusions, the space and the route (one place to add a filter)."""
+    return [
+        *filter_arguments(filters),
+        ("exclude_patient", exclude_patient),
+        ("exclude_study", exclude_study),
+        ("space", space),
+        ("exact", True if exact else None),
+    ]
+
+
+def _study_scope(filters: Filters, space: str | None, exact: bool) -> list[tuple[str, object]]:
+    """The same for the study-id functions, which exclude the study's patient in SQL."""
+    return [
+        *filter_arguments(filters),
+        ("exclude_same_patient", None if filters.exclude_same_patient else False),
+        ("space", space),
+        ("exact", True if exact else None),
+    ]
+
+
 def search_vector(
     conn: Connection,
     vector,
@@ -158,11 +186,7 @@ def search_vector(
     args = [
         ("q", _query_vector(vector)),
         ("k", k),
-        *filter_arguments(filters),
-        ("exclude_patient", exclude_patient),
-        ("exclude_study", exclude_study),
-        ("space", space),
-        ("exact", True if exact else None),
+        *_vector_scope(filters, exclude_patient, exclude_study, space, exact),
     ]
     return _call(conn, "similar_to_vector", args, timeout_ms)
 
@@ -183,10 +207,7 @@ def search_study(
     args = [
         ("study_id", study_id),
         ("k", k),
-        *filter_arguments(filters),
-        ("exclude_same_patient", None if filters.exclude_same_patient else False),
-        ("space", space),
-        ("exact", True if exact else None),
+        *_study_scope(filters, space, exact),
     ]
     return _call(conn, "similar_cases", args, timeout_ms)
 
@@ -210,11 +231,7 @@ def search_hybrid(
         ("q", None if vector is None else _query_vector(vector)),
         ("query", text),
         ("k", k),
-        *filter_arguments(filters),
-        ("exclude_patient", exclude_patient),
-        ("exclude_study", exclude_study),
-        ("space", space),
-        ("exact", True if exact else None),
+        *_vector_scope(filters, exclude_patient, exclude_study, space, exact),
     ]
     return _call(conn, "hybrid_search", args, timeout_ms)
 
@@ -242,11 +259,7 @@ def search_composed(
         ("neutral", _query_vector(neutral)),
         ("modify_weight", weight),
         ("k", k),
-        *filter_arguments(filters),
-        ("exclude_patient", exclude_patient),
-        ("exclude_study", exclude_study),
-        ("space", space),
-        ("exact", True if exact else None),
+        *_vector_scope(filters, exclude_patient, exclude_study, space, exact),
     ]
     return _call(conn, "similar_composed", args, timeout_ms)
 
@@ -273,11 +286,7 @@ def search_reranked(
         ("q_rerank", _query_vector(rerank_vector)),
         ("rerank_space", rerank_space),
         ("k", k),
-        *filter_arguments(filters),
-        ("exclude_patient", exclude_patient),
-        ("exclude_study", exclude_study),
-        ("space", space),
-        ("exact", True if exact else None),
+        *_vector_scope(filters, exclude_patient, exclude_study, space, exact),
         ("rerank_candidates", rerank_candidates),
     ]
     return _call(conn, "similar_reranked", args, timeout_ms)
@@ -301,10 +310,7 @@ def search_study_reranked(
         ("study_id", study_id),
         ("rerank_space", rerank_space),
         ("k", k),
-        *filter_arguments(filters),
-        ("exclude_same_patient", None if filters.exclude_same_patient else False),
-        ("space", space),
-        ("exact", True if exact else None),
+        *_study_scope(filters, space, exact),
         ("rerank_candidates", rerank_candidates),
     ]
     return _call(conn, "similar_cases_reranked", args, timeout_ms)

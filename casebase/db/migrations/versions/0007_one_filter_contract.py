@@ -2,7 +2,7 @@
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-01
+Create Date: 2026-11-30
 
 - ``casebase._filter`` (``casebase/db/sql/_filter/0007.sql``) is the one builder of
   search filters: it validates every filter argument with the same guardrails and

@@ -2,7 +2,7 @@
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-02
+Create Date: 2026-11-30
 
 - ``casebase.prompt_embedding`` (a table: it runs once, here): the text-tower vector of
   a prompt per space, written by ``casebase prompts add`` / ``Client.embed_prompts``,
