@@ -3,7 +3,7 @@ mask to narrow it, and a router that reads what ``casebase tune`` measured.
 
 Revision ID: 0010
 Revises: 0009
-Create Date: 2026-12-02
+Create Date: 2026-11-30
 
 - ``casebase.embedding`` gets two stored generated columns: ``vec_half`` (the vector in
   half precision; NULL above 1024 dimensions, too big for a B-tree row) and ``flag_mask``
