@@ -3,7 +3,8 @@
 What is measured, and why
 -------------------------
 casebase promises filtered similar-case search that is *correct* (recall@100 >= 0.98
-against the exact answer) and *fast* (p50 latency <= 0.2 x FAISS ``IndexFlatIP``)
+against the exact answer) and *fast* (p50 latency <= 3 x FAISS ``IndexFlatIP``, issue
+#15; ``peers.py`` compares it with the vector databases a user would deploy instead)
 at every filter selectivity. This script checks both promises on synthetic data:
 
 - ``--n`` studies, one image each, clustered L2-normalised vectors of ``--dim``
@@ -228,7 +229,12 @@ def drop_database(name: str) -> None:
 
 
 def load_casebase(
-    url: str, data: synthetic.SyntheticSet, m: int | None, ef_construction: int | None
+    url: str,
+    data: synthetic.SyntheticSet,
+    m: int | None,
+    ef_construction: int | None,
+    *,
+    maintenance_work_mem: str = "8GB",
 ) -> dict[str, float]:
     """Load with the HNSW indexes dropped, then build the CXR one once; time both.
 
@@ -255,7 +261,7 @@ def load_casebase(
         t0 = time.perf_counter()
         conn.execute("ANALYZE casebase.embedding")
         analyze_s = time.perf_counter() - t0
-        conn.execute("SET maintenance_work_mem = '8GB'")
+        conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
         conn.execute("SET max_parallel_maintenance_workers = 2")
         print("  building the CXR HNSW index ...", flush=True)
         t0 = time.perf_counter()
@@ -405,7 +411,7 @@ def print_report(report: dict) -> None:
         f"queries={s['queries']} (+{s['warmup']} warm-up per method and filter), seed={s['seed']}"
     )
     print(
-        f"casebase: hnsw.ef_search={s['casebase_ef_search']} (as shipped), "
+        f"casebase: hnsw.ef_search={s['casebase_ef_search']} untuned (`casebase tune`: its own), "
         f"exact_threshold={s['exact_threshold']:,} rows, HNSW m={s['hnsw_m']} "
         f"ef_construction={s['hnsw_ef_construction']} (both sides); "
         f"FAISS HNSW efSearch={s['faiss_ef_search']}"
@@ -463,17 +469,18 @@ def print_report(report: dict) -> None:
         cb, flat = r["casebase"], r["faiss flat"]
         ratio = cb["p50_ms"] / flat["p50_ms"]
         ok_r = "met" if cb["recall_mean"] >= 0.98 else "NOT met"
-        ok_l = "met" if ratio <= 0.2 else "NOT met"
+        ok_l = "met" if ratio <= 3 else "NOT met"
         print(
             f"  {f['label']:>5}: recall {cb['recall_mean']:.4f} >= 0.98 {ok_r}; "
             f"p50 {cb['p50_ms']:.2f} ms = {ratio:.2f} x FAISS flat ({flat['p50_ms']:.2f} ms) "
-            f"<= 0.2 {ok_l}"
+            f"<= 3 {ok_l}"
         )
 
 
 # ------------------------------------------------------------------ main
 def casebase_ef_search(k: int, factor: int) -> int:
-    """hnsw.ef_search as casebase.similar_to_vector sets it (revision 0005)."""
+    """hnsw.ef_search as casebase.similar_to_vector sets it on a leaf never tuned
+    (revision 0005's default; ``casebase tune`` measures a leaf's own)."""
     k_img = min(k * 2, 2000)
     return min(1000, max(k_img * factor, 200))
 

@@ -685,6 +685,31 @@ class Client:
             raise QueryError("--queries must be at least 1")
         return evaluate(self.read_conn, **options)
 
+    def tune(self, **options):
+        """Calibrate each leaf's search from its own vectors and store it (see
+        ``casebase.retrieval.tune.tune`` for options); returns what was measured."""
+        from casebase.retrieval.tune import tune
+
+        report = tune(self.conn, **options)
+        self.conn.commit()
+        return report
+
+    def tuning(self) -> dict[str, dict]:
+        """The stored calibrations, by leaf."""
+        from casebase.retrieval.tune import tuned
+
+        stored = tuned(self.conn)
+        self.conn.commit()
+        return stored
+
+    def reset_tuning(self) -> int:
+        """Forget every calibration; returns how many there were."""
+        from casebase.retrieval.tune import reset
+
+        count = reset(self.conn)
+        self.conn.commit()
+        return count
+
     # ------------------------------------------------------------------ ingest, relabel
     def ingest(self, source: str | Path, *, batch: str, **options):
         """Load a batch (see ``casebase.ingest.pipeline.IngestOptions`` for options)."""

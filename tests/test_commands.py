@@ -39,6 +39,7 @@ EXPECTED = {
     "brief",
     "relabel",
     "eval",
+    "tune",
     "train",
     "spaces list",
     "spaces add",

@@ -65,7 +65,8 @@ def test_hnsw_parameters_are_settings(db_url):
 
 
 def test_revision_0006_gives_existing_and_new_leaves_a_covering_filter_index(server_url):
-    """The exact route filters with an index-only scan: every filter column is in it."""
+    """The exact route filters with an index-only scan: every filter column is in it.
+    Revision 0010 replaces it with <leaf>_cover, which also carries vec_half."""
     url = make_database(server_url, "t_filter_index", migrate=False)
     try:
         migrate.upgrade(url, "0005")
@@ -73,7 +74,7 @@ def test_revision_0006_gives_existing_and_new_leaves_a_covering_filter_index(ser
             space = spaces.ensure_space(conn, name="s4", model_name="test", dim=4)
             old_leaf = spaces.ensure_partition(conn, space, "CXR")
             conn.commit()
-        migrate.upgrade(url)
+        migrate.upgrade(url, "0007")
         with connect(url) as conn:
             new_leaf = spaces.ensure_partition(conn, space, "KXR")
             conn.commit()
@@ -85,10 +86,22 @@ def test_revision_0006_gives_existing_and_new_leaves_a_covering_filter_index(ser
                     "(sex, age) INCLUDE (view, flags, study_date, batch, patient_key, "
                     "study_id, study_pk, image_pk)" in covering
                 ), covering
+        migrate.upgrade(url)
+        with connect(url) as conn:
+            third_leaf = spaces.ensure_partition(conn, space, "MR")
+            conn.commit()
+            for leaf in (old_leaf, new_leaf, third_leaf):
+                indexes = _leaf_indexes(conn, leaf)
+                assert f"{leaf}_filters" not in indexes, indexes
+                assert (
+                    "(sex, flag_mask, view, age) INCLUDE (flags, study_date, batch, patient_key, "
+                    "study_id, study_pk, image_pk, vec_half)" in indexes[f"{leaf}_cover"]
+                ), indexes
         migrate.downgrade(url, "0005")
         with connect(url) as conn:
             indexes = _leaf_indexes(conn, old_leaf)
             assert f"{old_leaf}_sex_age" in indexes and f"{old_leaf}_filters" not in indexes
+            assert f"{old_leaf}_cover" not in indexes, indexes
     finally:
         drop_database(server_url, "t_filter_index")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import import_module
 
 #: Command groups in the order ``casebase --help`` lists them.
-GROUPS = ("db", "demo", "ingest", "search", "brief", "eval", "train", "prompts")
+GROUPS = ("db", "demo", "ingest", "search", "brief", "eval", "tune", "train", "prompts")
 
 
 def add_parsers(subparsers) -> None:

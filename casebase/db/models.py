@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from pgvector.sqlalchemy import VECTOR
+from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy import (
     REAL,
     BigInteger,
@@ -253,6 +253,15 @@ embedding = Table(
     Column("study_date", Date, nullable=True),
     Column("batch", Text, nullable=False),
     Column("vec", VECTOR(), nullable=False),
+    # Revision 0010: what the covering index of each leaf carries (the exact route ranks
+    # by vec_half, then re-ranks the nearest in full precision; filters on casebase's own
+    # quality flags narrow the index scan through flag_mask).
+    Column("flag_mask", SmallInteger, Computed("casebase._flag_mask(flags)", persisted=True)),
+    Column(
+        "vec_half",
+        HALFVEC(),
+        Computed("CASE WHEN vector_dims(vec) <= 1024 THEN vec::halfvec END", persisted=True),
+    ),
     PrimaryKeyConstraint("space_id", "modality", "image_pk"),
     postgresql_partition_by="LIST (space_id)",
     comment="Partitioned by space, then modality; filter columns live on each row.",
