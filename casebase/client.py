@@ -284,21 +284,16 @@ class Client:
                 timeout_ms=timeout,
             )
         elif study_id is not None and text:
-            # The study's query image, modality and patient, by the rule similar_cases uses.
-            from casebase.retrieval.lookup import query_image
-
-            query = query_image(self.read_conn, study_id, space_obj.name)
-            if filters.modality is None:
-                filters = dataclasses.replace(filters, modality=query.modality)
+            qvec, filters, exclude_patient = self._study_query(study_id, space_obj.name, filters)
             hits = s.search_hybrid(
                 self.read_conn,
-                query.vector,
+                qvec,
                 text,
                 k=fetch_k,
                 filters=filters,
                 space=space_obj.name,
                 exact=exact,
-                exclude_patient=query.patient_key if filters.exclude_same_patient else None,
+                exclude_patient=exclude_patient,
                 exclude_study=study_id,
                 timeout_ms=timeout,
             )
@@ -368,14 +363,7 @@ class Client:
             compose.check_prompt(modify)
             compose.check_weight(modify_weight)
             if study_id is not None:
-                from casebase.retrieval.lookup import query_image
-
-                query = query_image(self.read_conn, study_id, space.name)
-                qvec = query.vector
-                if filters.modality is None:
-                    filters = dataclasses.replace(filters, modality=query.modality)
-                if filters.exclude_same_patient:
-                    exclude_patient = query.patient_key
+                qvec, filters, exclude_patient = self._study_query(study_id, space.name, filters)
             else:
                 qvec = self._query_vector(space, image=image, vector=vector, text=None)
             step = compose.modify_vectors(space, modify, modify_weight, self.settings.device)
@@ -416,6 +404,19 @@ class Client:
         first = encode.image_vector(space, image, self.settings.device)
         rerank = encode.image_vector(second, image, self.settings.device)
         return s.search_reranked(self.read_conn, first, rerank, **common)
+
+    def _study_query(self, study_id: str, space_name: str, filters: Filters):
+        """A study as a vector query, by the rule ``casebase.similar_cases`` uses: its
+        query image's vector (``casebase.query_image``), its modality when the filters name
+        none, and its patient to exclude unless ``filters.exclude_same_patient`` is False.
+        Returns ``(vector, filters, exclude_patient)``."""
+        from casebase.retrieval.lookup import query_image
+
+        query = query_image(self.read_conn, study_id, space_name)
+        if filters.modality is None:
+            filters = dataclasses.replace(filters, modality=query.modality)
+        exclude_patient = query.patient_key if filters.exclude_same_patient else None
+        return query.vector, filters, exclude_patient
 
     @_read
     def _query_vector(self, space, *, image, vector, text):
