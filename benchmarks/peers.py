@@ -61,6 +61,7 @@ from search import FilterSpec, Meta
 from casebase.db import databases
 from casebase.db.connection import checked_url, connect
 from casebase.ingest import synthetic
+from casebase.retrieval.tune import smallest_reaching
 
 DISTRIBUTIONS = ("clustered", "lowdim")
 LATENT_DIM = 32
@@ -263,15 +264,8 @@ def tune_knob(engine: Engine, ds: Dataset, spec: FilterSpec, truth, k: int, targ
             tried[i] = (float(np.mean(got)), (time.perf_counter() - t0) / len(got))
         return tried[i][0]
 
-    low, high = 0, len(engine.knobs) - 1
-    if at(high) >= target:
-        while low < high:
-            mid = (low + high) // 2
-            if at(mid) >= target:
-                high = mid
-            else:
-                low = mid + 1
-    return engine.knobs[high], tried[high][0], tried[high][1]
+    i = smallest_reaching(len(engine.knobs), at, target)
+    return engine.knobs[i], tried[i][0], tried[i][1]
 
 
 def measure(engines: list[Engine], ds: Dataset, spec: FilterSpec, truth, args, slow) -> dict:

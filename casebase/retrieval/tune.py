@@ -42,6 +42,8 @@ from casebase.db.connection import scalar
 from casebase.errors import QueryError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from psycopg import Connection
 
 log = logging.getLogger(__name__)
@@ -297,19 +299,27 @@ def _smallest_beam(run: _Leaf, cases, k: int, target: float) -> tuple[int, float
             tried[i] = _recall(run, cases, k)
         return tried[i]
 
-    low, high = 0, len(grid) - 1
-    if recall_at(high) < target:
-        log.warning(
-            "ef_search %s reaches recall %.3f < %s at k=%s", grid[high], tried[high], target, k
-        )
-        return grid[high], tried[high]
+    i = smallest_reaching(len(grid), recall_at, target)
+    if recall_at(i) < target:
+        log.warning("ef_search %s reaches recall %.3f < %s at k=%s", grid[i], tried[i], target, k)
+    return grid[i], recall_at(i)
+
+
+def smallest_reaching(count: int, score: Callable[[int], float], target: float) -> int:
+    """The smallest index in ``range(count)`` whose ``score`` reaches ``target``, by
+    bisection (``score`` must grow with the index, as recall grows with a search beam);
+    the last index when none does. Looks at the last index first, then O(log count) more:
+    each look is a batch of timed searches, so the fewer the better."""
+    low, high = 0, count - 1
+    if score(high) < target:
+        return high
     while low < high:
         mid = (low + high) // 2
-        if recall_at(mid) >= target:
+        if score(mid) >= target:
             high = mid
         else:
             low = mid + 1
-    return grid[high], recall_at(high)
+    return high
 
 
 def _threshold(
