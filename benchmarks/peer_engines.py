@@ -162,11 +162,13 @@ class FaissFlat(Engine):
             kwargs["sel"] = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(self.bits))
         return kwargs
 
-    def search(self, q: np.ndarray, k: int, spec: FilterSpec) -> np.ndarray:
+    def search_parameters(self, k: int, spec: FilterSpec):
         import faiss
 
-        params = faiss.SearchParameters(**self.params(spec))
-        _, labels = self.index.search(q[None, :], k, params=params)
+        return faiss.SearchParameters(**self.params(spec))
+
+    def search(self, q: np.ndarray, k: int, spec: FilterSpec) -> np.ndarray:
+        _, labels = self.index.search(q[None, :], k, params=self.search_parameters(k, spec))
         return labels[0][labels[0] >= 0]
 
 
@@ -188,12 +190,10 @@ class FaissHnsw(FaissFlat):
     def set_knob(self, value: int) -> None:
         self.ef = value
 
-    def search(self, q: np.ndarray, k: int, spec: FilterSpec) -> np.ndarray:
+    def search_parameters(self, k: int, spec: FilterSpec):
         import faiss
 
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef, k), **self.params(spec))
-        _, labels = self.index.search(q[None, :], k, params=params)
-        return labels[0][labels[0] >= 0]
+        return faiss.SearchParametersHNSW(efSearch=max(self.ef, k), **self.params(spec))
 
 
 # ------------------------------------------------------------------ usearch
