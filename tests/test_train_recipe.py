@@ -37,18 +37,13 @@ from casebase.train.data import (
 from casebase.train.loop import Recipe, train
 from casebase.train.loss import pair_targets, shared_text_siglip_loss
 from casebase.train.presets import architecture
+from tests import test_train
 
 GRADES = {"normal": "0", "cardiomegaly": "2"}  # a numeric "grade" column for ordinal tests
 TRAIN = {
-    "space": "tiny-random",
+    **test_train.TRAIN,  # the small, fast settings of the plain training tests
     "base": "small-resnet",
     "text": "label:grade",
-    "batch_size": 16,
-    "lr": 1e-3,
-    "holdout": 0.3,
-    "workers": 0,
-    "progress": False,
-    "device": "cpu",
     "recipe": Recipe(image_size=64, ordinal=True, augment=Augment(hflip=True)),
 }
 
