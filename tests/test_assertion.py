@@ -172,6 +172,13 @@ EXACT: list[tuple[str, dict[str, str]]] = [
     ),
     ("Rounded dense opacity in the right base.", {"opacity": P, "nodule_mass": P, "no_finding": A}),
     ("Masslike opacity in the right apex.", {"opacity": P, "nodule_mass": P, "no_finding": A}),
+    # reticulonodular opacities are interstitial markings and, as the IU coders code them,
+    # nodules too
+    (
+        "Coarse reticulonodular interstitial opacities in both bases.",
+        {"opacity": P, "interstitial_markings": P, "nodule_mass": P, "no_finding": A},
+    ),
+    ("Reticular-nodular changes at the apices.", {"nodule_mass": P, "no_finding": A}),
     ("Soft tissue density overlying the right breast.", {}),
     # knee / MSK
     (

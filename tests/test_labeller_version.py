@@ -10,7 +10,10 @@ from casebase.synthesis.lexicon import load_lexicon
 # The data each labeller version was released with (sha256 prefixes of lexicon.yaml and
 # cues.yaml). A change to either file must come with a new LABELLER_VERSION, so that
 # `casebase relabel` can tell stored findings of the old rules from the new ones.
-RELEASED = {"rules-2.0": ("c23d6698c411", "19b87899d379")}
+RELEASED = {
+    "rules-2.0": ("c23d6698c411", "19b87899d379"),
+    "rules-2.1": ("a934634776d8", "19b87899d379"),
+}
 
 
 def test_data_changes_come_with_a_version_bump() -> None:
