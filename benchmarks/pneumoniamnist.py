@@ -187,7 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
-    out = work / "run"
+    # One run folder per setting: `casebase train` resumes from a folder's last state, and
+    # a run with another batch size or patience must not pick up this one's.
+    settings = [f"seed{args.seed}", f"batch{args.batch_size}", f"epochs{args.epochs}"]
+    settings += [
+        f"{name}{value}"
+        for name, value in (("lr", args.lr), ("wd", args.weight_decay), ("patience", args.patience))
+        if value is not None
+    ]
+    out = work / ("run-" + "-".join(settings + (["noaug"] if args.no_augment else [])))
     wall, cpu = time.perf_counter(), cpu_seconds()
     with connect(train_url) as conn:
         result = train(
