@@ -263,6 +263,8 @@ def test_resume_after_interruption_starts_at_the_next_epoch(use_db, run1, tmp_pa
         assert again.stopped == "already done" and again.epochs_done == 2
         with pytest.raises(InputError, match="other settings"):
             train(conn, epochs=3, out=out, **{**TRAIN, "text": "findings"})
+        with pytest.raises(InputError, match="batch_size: 16 → 32"):
+            train(conn, epochs=3, out=out, **{**TRAIN, "batch_size": 32})
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(

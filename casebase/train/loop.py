@@ -242,9 +242,9 @@ def train(
     training (and of its held-out split), to evaluate on later with `casebase eval
     --batch`. ``on_epoch`` is called with each epoch's record (epoch, loss, held-out
     precision, best so far, seconds). Resumes from ``out/last.pt`` when it exists (same
-    space, text, base, seed, held-out share, recipe and batches; ``epochs``, ``lr`` and
-    the budget may change). Raises ``CasebaseError`` when the loss stops being finite,
-    keeping the last good checkpoint and state.
+    space, text, base, seed, held-out share, batch size, recipe and batches; ``epochs``,
+    ``lr``, patience and the budget may change). Raises ``CasebaseError`` when the loss
+    stops being finite, keeping the last good checkpoint and state.
     """
     import torch
 
@@ -306,6 +306,9 @@ def train(
         "base": start.name,
         "seed": seed,
         "holdout": holdout,
+        # the batch is part of the objective (same-text positives per batch, the head's
+        # prior): another batch size is another run, not a continuation of this one
+        "batch_size": batch_size,
         "arch": json.dumps(start.config.model_cfg, sort_keys=True),
         "recipe": json.dumps(recipe.to_dict(), sort_keys=True),
         "exclude_batches": list(exclude_batches),
