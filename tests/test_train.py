@@ -267,6 +267,13 @@ def test_resume_after_interruption_starts_at_the_next_epoch(use_db, run1, tmp_pa
             train(conn, epochs=3, out=out, **{**TRAIN, "batch_size": 32})
 
 
+def test_a_run_from_before_batch_size_was_recorded_still_resumes(tmp_path):
+    now = {"space": "s", "seed": 0, "batch_size": 64}
+    ck.check_resumable(tmp_path, {"fingerprint": {"space": "s", "seed": 0}}, now)
+    with pytest.raises(InputError, match="batch_size: 32 → 64"):
+        ck.check_resumable(tmp_path, {"fingerprint": {**now, "batch_size": 32}}, now)
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     db_url, run1, tmp_path
 ):

@@ -65,9 +65,13 @@ def load_state(out: Path) -> dict[str, Any] | None:
 
 
 def check_resumable(out: Path, saved: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-    """A run directory resumes only the run it was started for (same data, base, seed)."""
+    """A run directory resumes only the run it was started for (same data, base, seed).
+
+    A setting the saved run did not record (a run started by an older casebase, before
+    the setting was part of the fingerprint) is not compared: the run resumes as before.
+    """
     have = saved.get("fingerprint", {})
-    diff = sorted(k for k in set(have) | set(fingerprint) if have.get(k) != fingerprint.get(k))
+    diff = sorted(k for k in fingerprint if k in have and have[k] != fingerprint[k])
     if diff:
         details = ", ".join(f"{k}: {have.get(k)!r} → {fingerprint.get(k)!r}" for k in diff)
         raise InputError(
