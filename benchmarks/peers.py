@@ -332,17 +332,25 @@ def concurrency(url: str, ds: Dataset, spec: FilterSpec, clients: int, per_clien
 
 
 # ------------------------------------------------------------------ one dataset
+def _tag(ds: Dataset, args) -> str:
+    """The name of a dataset's indexes under ``--work``: built once, reused by later runs."""
+    return f"{ds.name}-{args.n}-{args.dim}-{args.seed}"
+
+
+def _prepared_peer(name: str, ds: Dataset, args) -> Engine:
+    """Peer ``name`` with its index of ``ds`` built or reused, saying which."""
+    engine = PEERS[name](args.work, _tag(ds, args))
+    print(f"  {name}: ", end="", flush=True)
+    engine.prepare(ds.xb, ds.meta)
+    print("reused" if engine.reused else f"built in {engine.build_s:.0f} s", flush=True)
+    return engine
+
+
 def build_only(ds: Dataset, args) -> None:
     """Build (or check) every index of ``ds``, one engine in memory at a time."""
-    tag = f"{ds.name}-{args.n}-{args.dim}-{args.seed}"
     for name in args.engines:
         if name in PEERS:
-            engine = PEERS[name](args.work, tag)
-            print(f"  {name}: ", end="", flush=True)
-            engine.prepare(ds.xb, ds.meta)
-            print("reused" if engine.reused else f"built in {engine.build_s:.0f} s", flush=True)
-            engine.close()
-            del engine
+            _prepared_peer(name, ds, args).close()
     if "casebase" in args.engines:
         print(f"[{ds.name}] casebase database ...", flush=True)
         _, db = casebase_database(ds, args)
@@ -354,17 +362,13 @@ def run_dataset(ds: Dataset, args) -> dict:
     url, db = casebase_database(ds, args)
     ds.data = dataclasses.replace(ds.data, vectors=ds.data.vectors[:0])  # xb holds the CXR rows
     print(f"[{ds.name}] peers ...", flush=True)
-    tag = f"{ds.name}-{args.n}-{args.dim}-{args.seed}"
+    tag = _tag(ds, args)
     engines: list[Engine] = [Casebase(args.work, tag, url, exact=False)]
     if "casebase exact" in args.engines:
         engines.append(Casebase(args.work, tag, url, exact=True))
     for name in args.engines:
         if name in PEERS:
-            engine = PEERS[name](args.work, tag)
-            print(f"  {name}: ", end="", flush=True)
-            engine.prepare(ds.xb, ds.meta)
-            print("reused" if engine.reused else f"built in {engine.build_s:.0f} s", flush=True)
-            engines.append(engine)
+            engines.append(_prepared_peer(name, ds, args))
     for e in engines[:2]:
         e.prepare(ds.xb, ds.meta)
     truth = truth_for(ds, ds.queries, args.k)
