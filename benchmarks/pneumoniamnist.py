@@ -89,12 +89,12 @@ def raw_pixel_precision(images: np.ndarray, labels: np.ndarray, k: int = 5) -> f
     return float((labels[top] == labels[:, None]).mean())
 
 
-def cross_precision(train_url: str, test_url: str, space: str, k: int = 5) -> float:
+def cross_precision(train_url: str, query_url: str, space: str, k: int = 5) -> float:
     """Test images (plain vectors of the trained model) queried against a train-split index."""
     import casebase
     from casebase.db.connection import connect
 
-    with connect(test_url) as conn:
+    with connect(query_url) as conn:
         queries = conn.execute(
             "SELECT e.vec, s.attributes ->> 'label' FROM casebase.embeddings e "
             "JOIN casebase.studies s USING (study_id) WHERE e.space = 'trained'"
@@ -161,21 +161,21 @@ def main(argv: list[str] | None = None) -> int:
 
     data = np.load(args.data)
     split = args.split
-    test_manifest = write_split(data, split, work / "images")
+    eval_manifest = write_split(data, split, work / "images")
     train_manifest = write_split(data, "train", work / "images")
     server = checked_url()
-    test_url = fresh_database(server, f"pmnist_{split}")
+    eval_url = fresh_database(server, f"pmnist_{split}")
     train_url = fresh_database(server, "pmnist_train")
     options = {"model": "tiny-random", "progress": False}
-    ingest(test_manifest, IngestOptions(batch=split, **options), url=test_url)
+    ingest(eval_manifest, IngestOptions(batch=split, **options), url=eval_url)
     ingest(train_manifest, IngestOptions(batch="train", **options), url=train_url)
-    n_test = len(data[f"{split}_labels"])
-    ev = {"label": "label", "ks": (5,), "queries": n_test, "modality": "CXR"}
+    n_eval = len(data[f"{split}_labels"])
+    ev = {"label": "label", "ks": (5,), "queries": n_eval, "modality": "CXR"}
 
     rows = []
     if split == "test":
         rows.append(("CLIP ViT-B/32, pretrained (seed 001, reported)", "test", SEED_001, None))
-    with casebase.connect(test_url) as client:
+    with casebase.connect(eval_url) as client:
         r = client.evaluate(space="tiny-random", **ev)
     rows.append(("tiny-random (random weights)", split, r.precision_at_k[5], r.map_at_k[5]))
     rows.append(
@@ -221,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = result.checkpoint
     assert checkpoint is not None
 
-    with connect(test_url) as conn:
+    with connect(eval_url) as conn:
         add_checkpoint_space(conn, checkpoint, name="trained")
         reembed(conn, source="tiny-random", target="trained", progress=False)
-    with casebase.connect(test_url) as client:
+    with casebase.connect(eval_url) as client:
         r = client.evaluate(space="trained", **ev)
     rows.append(
         ("casebase train (random init, train split)", split, r.precision_at_k[5], r.map_at_k[5])
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "  same model, no fusion",
                 "train",
-                cross_precision(train_url, test_url, "trained"),
+                cross_precision(train_url, eval_url, "trained"),
                 None,
             )
         )
@@ -257,15 +257,15 @@ def main(argv: list[str] | None = None) -> int:
             (
                 f"  + label fusion (w_img {args.w_img}, w_text {args.w_text})",
                 "train",
-                cross_precision(train_url, test_url, "trained-fused"),
+                cross_precision(train_url, eval_url, "trained-fused"),
                 None,
             )
         )
     embedded.stop(load_settings().embedded_dir)
 
-    print(f"\nPneumoniaMNIST, P@5 by label, {n_test} {split} images as queries (self excluded)")
+    print(f"\nPneumoniaMNIST, P@5 by label, {n_eval} {split} images as queries (self excluded)")
     print(f"{'method':<48} {'index':<14} {'P@5':>6} {'mAP@5':>6}")
-    sizes = {split: f"{split} ({n_test})", "train": f"train ({len(data['train_labels'])})"}
+    sizes = {split: f"{split} ({n_eval})", "train": f"train ({len(data['train_labels'])})"}
     for name, index, p5, map5 in rows:
         m = f"{map5:6.3f}" if map5 is not None else f"{'':>6}"
         print(f"{name:<48} {sizes[index]:<14} {p5:6.3f} {m}")
