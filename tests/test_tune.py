@@ -55,10 +55,50 @@ def test_tune_stores_what_it_measured(url, tuned):
     assert all(r >= leaf.recall_target for r in leaf.recall.values()), leaf
     assert 200 <= leaf.exact_threshold <= leaf.rows
     assert leaf.trust_distance is not None and 0 < leaf.trust_distance <= 4, leaf
+    assert leaf.filtered_oversample in tuning.OVERSAMPLE_GRID, leaf
     with connect(url) as conn:
         stored = _stored(conn, leaf.leaf)
     assert stored == json.loads(leaf.setting()), stored
-    assert {"ef_search", "images_per_study", "exact_threshold", "recall_target"} <= set(stored)
+    assert {
+        "ef_search",
+        "images_per_study",
+        "exact_threshold",
+        "filtered_oversample",
+        "recall_target",
+    } <= set(stored)
+
+
+def test_a_filtered_graph_walk_asks_for_the_calibrated_share_more(url, data, tuned):
+    """Revision 0011: under a filter the graph route's LIMIT is filtered_oversample x the
+    rows wanted (pgvector's iterative scan stops once that many have passed); without a
+    filter, or without a calibrated factor, it is the rows wanted. The function says
+    which route and LIMIT it took at DEBUG level."""
+    leaf = tuned[0].leaf
+    q = data.vectors[5]
+    said: list[str] = []
+    with connect(url) as conn:
+        conn.add_notice_handler(lambda d: said.append(d.message_primary or ""))
+        conn.execute("SET client_min_messages = debug1")
+        stored = _stored(conn, leaf) | {"exact_threshold": 0}
+        cases = (
+            ({"filtered_oversample": 3.0}, Filters(modality="CXR", sex="F"), "60"),
+            ({"filtered_oversample": 1.5}, Filters(modality="CXR", sex="F"), "30"),
+            ({"filtered_oversample": 3.0}, Filters(modality="CXR"), "20"),
+            ({}, Filters(modality="CXR", sex="F"), "20"),
+        )
+        for extra, f, first in cases:
+            setting = {k: v for k, v in stored.items() if k != "filtered_oversample"} | extra
+            conn.execute(
+                "UPDATE casebase.setting SET value = %s WHERE key = %s",
+                (json.dumps(setting), f"tune.{leaf}"),
+            )
+            said.clear()
+            hits = search_vector(conn, q, k=20, filters=f, space=None, exact=False)
+            assert len(hits) == 20 and {h.route for h in hits} == {"hnsw"}, hits[:1]
+            assert f"similar_to_vector: route hnsw, first limit {first}" in said, (extra, said)
+            if f.sex:
+                assert {h.sex for h in hits} == {"F"}
+        conn.rollback()
 
 
 def test_searches_read_the_calibration(url, data, tuned):
@@ -142,6 +182,7 @@ def test_a_small_leaf_is_always_answered_exactly(url):
         (leaf,) = tuning.tune(conn, modality="MR", queries=4)
         conn.rollback()
     assert (leaf.rows, leaf.exact_threshold) == (150, 150), leaf
+    assert leaf.filtered_oversample == 1.0, "no filtered search takes the graph route"
 
 
 def test_a_calibration_survives_downgrade_and_upgrade(server_url):
