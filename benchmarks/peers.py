@@ -252,20 +252,17 @@ def tune_knob(engine: Engine, ds: Dataset, spec: FilterSpec, truth, k: int, targ
     took at it."""
     if not engine.knobs:
         return None, None, None
-    tried: dict[int, tuple[float, float]] = {}
+    seconds: dict[int, float] = {}
 
     def at(i: int) -> float:
-        if i not in tried:
-            engine.set_knob(engine.knobs[i])
-            t0 = time.perf_counter()
-            got = [
-                recall(engine.search(q, k, spec), t) for q, t in zip(ds.tuning, truth, strict=True)
-            ]
-            tried[i] = (float(np.mean(got)), (time.perf_counter() - t0) / len(got))
-        return tried[i][0]
+        engine.set_knob(engine.knobs[i])
+        t0 = time.perf_counter()
+        got = [recall(engine.search(q, k, spec), t) for q, t in zip(ds.tuning, truth, strict=True)]
+        seconds[i] = (time.perf_counter() - t0) / len(got)
+        return float(np.mean(got))
 
-    i = smallest_reaching(len(engine.knobs), at, target)
-    return engine.knobs[i], tried[i][0], tried[i][1]
+    i, got = smallest_reaching(len(engine.knobs), at, target)
+    return engine.knobs[i], got, seconds[i]
 
 
 def measure(engines: list[Engine], ds: Dataset, spec: FilterSpec, truth, args, slow) -> dict:

@@ -150,7 +150,7 @@ class _Leaf:
     """Calls of ``similar_to_vector`` on one leaf, with candidate settings in place."""
 
     def __init__(self, conn: Connection, space: str, modality: str, leaf: str) -> None:
-        self.conn, self.space, self.modality = conn, space, modality
+        self.conn, self.space, self.modality, self.leaf = conn, space, modality, leaf
         self.key = SETTING_PREFIX + leaf
         self.settings: dict = {}
 
@@ -302,20 +302,16 @@ def _smallest_beam(run: _Leaf, cases, k: int, target: float) -> tuple[int, float
     Below k the beam saves no time (pgvector's iterative scan goes on until it has the k
     rows, batch after batch) and loses recall on queries unlike the sampled ones."""
     run.set(exact_threshold=0)
-    tried: dict[int, float] = {}
     grid = [ef for ef in EF_GRID if ef >= min(k, EF_GRID[-1])]
 
     def recall_at(i: int) -> float:
-        if i not in tried:
-            ef = grid[i]
-            run.set(ef_search={"10": ef, "100": ef})
-            tried[i] = _recall(run, cases, k)
-        return tried[i]
+        run.set(ef_search={"10": grid[i], "100": grid[i]})
+        return _recall(run, cases, k)
 
-    i = smallest_reaching(len(grid), recall_at, target)
-    if recall_at(i) < target:
-        log.warning("ef_search %s reaches recall %.3f < %s at k=%s", grid[i], tried[i], target, k)
-    return grid[i], recall_at(i)
+    i, got = smallest_reaching(len(grid), recall_at, target)
+    if got < target:
+        log.warning("ef_search %s reaches recall %.3f < %s at k=%s", grid[i], got, target, k)
+    return grid[i], got
 
 
 def _oversample(
@@ -333,35 +329,19 @@ def _oversample(
     if not shares:
         return 1.0
     share = shares[0]
-    leaf = run.key.removeprefix(SETTING_PREFIX)
-    low, high = scalar(
-        conn,
-        f'SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY age) FROM casebase."{leaf}"',
-        ([0.5 - share / 2, 0.5 + share / 2],),
-    )
-    age = (float(low), float(high))
+    (age,) = _age_windows(conn, run.leaf, [share])
     run.set(exact_threshold=0)  # the graph route, whatever the router would estimate
     k = max(KS)
-    truth = [(q, sid, run.search(q, sid, k, exact=True, age=age)) for (q, sid), _ in cases]
-
-    tried: dict[int, float] = {}
+    truth = [((q, sid), run.search(q, sid, k, exact=True, age=age)) for (q, sid), _ in cases]
 
     def recall_at(i: int) -> float:
-        if i not in tried:
-            run.set(filtered_oversample=OVERSAMPLE_GRID[i])
-            found = [
-                len(set(want) & set(run.search(q, sid, k, age=age))) / len(want)
-                for q, sid, want in truth
-                if want
-            ]
-            tried[i] = float(np.mean(found)) if found else 1.0
-        return tried[i]
+        run.set(filtered_oversample=OVERSAMPLE_GRID[i])
+        return _recall(run, truth, k, age=age)
 
-    i = smallest_reaching(len(OVERSAMPLE_GRID), recall_at, target)
-    got = recall_at(i)
+    i, got = smallest_reaching(len(OVERSAMPLE_GRID), recall_at, target)
     log.info(
         "tune %s: %.1f %% of rows pass: the graph asks for %g x the rows (recall %.3f)",
-        leaf,
+        run.leaf,
         share * 100,
         OVERSAMPLE_GRID[i],
         got,
@@ -369,21 +349,47 @@ def _oversample(
     return OVERSAMPLE_GRID[i]
 
 
-def smallest_reaching(count: int, score: Callable[[int], float], target: float) -> int:
+def smallest_reaching(
+    count: int, score: Callable[[int], float], target: float
+) -> tuple[int, float]:
     """The smallest index in ``range(count)`` whose ``score`` reaches ``target``, by
     bisection (``score`` must grow with the index, as recall grows with a search beam);
-    the last index when none does. Looks at the last index first, then O(log count) more:
-    each look is a batch of timed searches, so the fewer the better."""
+    the last index when none does; with its score. Looks at the last index first, then
+    O(log count) more, each index once: each look is a batch of timed searches, so the
+    fewer the better."""
+    seen: dict[int, float] = {}
+
+    def at(i: int) -> float:
+        if i not in seen:
+            seen[i] = score(i)
+        return seen[i]
+
     low, high = 0, count - 1
-    if score(high) < target:
-        return high
+    if at(high) < target:
+        return high, seen[high]
     while low < high:
         mid = (low + high) // 2
-        if score(mid) >= target:
+        if at(mid) >= target:
             high = mid
         else:
             low = mid + 1
-    return high
+    return high, at(high)
+
+
+def _age_windows(
+    conn: Connection, leaf: str, shares: list[float]
+) -> list[tuple[float, float] | None]:
+    """Per share of the leaf's rows, the age window around the median that passes it
+    (None for the whole leaf: no filter)."""
+    bounds = scalar(
+        conn,
+        f'SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY age) FROM casebase."{leaf}"',
+        ([x for s in shares for x in (0.5 - s / 2, 0.5 + s / 2)],),
+    )
+    return [
+        None if share >= 1 else (float(bounds[2 * i]), float(bounds[2 * i + 1]))
+        for i, share in enumerate(shares)
+    ]
 
 
 def _threshold(
@@ -401,17 +407,13 @@ def _threshold(
     shares = [s for s in THRESHOLD_SHARES if s * rows >= 200]
     if not shares:
         return int(rows)  # a small leaf: the exact route reads all of it in no time
-    leaf = run.key.removeprefix(SETTING_PREFIX)
-    bounds = scalar(
-        conn,
-        f'SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY age) FROM casebase."{leaf}"',
-        ([x for s in shares for x in (0.5 - s / 2, 0.5 + s / 2)],),
-    )
+    leaf = run.leaf
+    windows = _age_windows(conn, leaf, shares)
     run.set(exact_threshold=0)  # the default search takes the graph route
     k = max(KS)
     outcomes: list[tuple[int, bool]] = []
     for i, share in reversed(list(enumerate(shares))):
-        age = None if share >= 1 else (float(bounds[2 * i]), float(bounds[2 * i + 1]))
+        age = windows[i]
         answers: dict[str, list[list[str]]] = {"exact": [], "graph": []}
         timed = {}
         for route, search in (("exact", {"exact": True}), ("graph", {})):
