@@ -28,7 +28,9 @@ It prints one table, the training wall and CPU time, and the commands.
 
 ``--split val`` scores on the 524 validation images instead of the test images (same
 protocol): choose settings there, then read the test split once (``--no-fusion`` skips
-step 5 while choosing).
+step 5 while choosing). ``--balanced`` samples normal and pneumonia films equally often
+(the training split is 74 % pneumonia): 0.901 ± 0.002 on test over 3 seeds against the
+defaults' 0.884 ± 0.013 (README).
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-fusion", action="store_true", help="skip the label-fusion rows")
     p.add_argument("--no-augment", action="store_true", help="casebase train --no-augment")
+    p.add_argument("--balanced", action="store_true", help="casebase train --balanced")
     p.add_argument("--w-img", type=float, default=0.5)
     p.add_argument("--w-text", type=float, default=0.5)
     args = p.parse_args(argv)
@@ -195,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in (("lr", args.lr), ("wd", args.weight_decay), ("patience", args.patience))
         if value is not None
     ]
-    out = work / ("run-" + "-".join(settings + (["noaug"] if args.no_augment else [])))
+    settings += ["noaug"] if args.no_augment else []
+    settings += ["balanced"] if args.balanced else []
+    out = work / ("run-" + "-".join(settings))
     wall, cpu = time.perf_counter(), cpu_seconds()
     with connect(train_url) as conn:
         result = train(
@@ -213,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
             patience=args.patience,
             max_minutes=args.max_minutes,
             progress=None,
-            recipe=Recipe.from_flags(image_size=64, augment=not args.no_augment),
+            recipe=Recipe.from_flags(
+                image_size=64, augment=not args.no_augment, balanced=args.balanced
+            ),
             on_epoch=lambda r: print("  " + epoch_line(r), file=sys.stderr, flush=True),
         )
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
@@ -286,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.no_augment:
         given.append("--no-augment")
+    if args.balanced:
+        given.append("--balanced")
     print(
         "  casebase train --space tiny-random --base small-resnet --image-size 64 "
         f"--text label:label --epochs {args.epochs} --batch-size {args.batch_size} "
