@@ -1,0 +1,201 @@
+"""Where casebase's search time goes at scale, and what a binary-quantized scan would save.
+
+    CASEBASE_HOME=/tmp/p1m/home python benchmarks/binary_scan.py --n 1000000 --dist lowdim
+
+A probe for issue #15's two open peer gaps, on the databases ``peers.py`` built and
+``casebase tune`` calibrated (same rows, filters and queries; run ``peers.py --build-only``
+first). It measures, per filter, with recall@k against NumPy's exact answer:
+
+- ``casebase``: ``search_vector`` as shipped (the SQL router and its calibrated routes);
+- ``bare walk ef N`` (unfiltered only): pgvector's HNSW scan alone, ``SELECT study_id
+  ... ORDER BY vec <=> q LIMIT k`` with ``hnsw.ef_search = N`` and the relaxed iterative
+  scan, nothing else: the floor of any search that walks pgvector's graph. The gap between
+  it and ``casebase`` is the router, the study grouping and the client;
+- ``binary scan L``: the direction the issue names, not yet shipped: a copy of each passing
+  row's vector as one bit per dimension (pgvector's ``binary_quantize``) in a covering
+  B-tree that leads with the same filter columns as casebase's own, scanned index-only and
+  ordered by Hamming distance (``<~>``); the nearest ``L`` are re-ranked exactly by their
+  full vectors, fetched by primary key. The copy lives in a scratch table of this script
+  (schema ``bench_probe``, built once: 64 bytes a row at 512 dimensions).
+
+It prints one table per distribution. The p50/p95 are of one query at a time, ``--repeats``
+passes over ``--queries`` queries, the methods interleaved query by query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers
+import search
+from search import FilterSpec
+
+from casebase.db import databases
+from casebase.db.connection import checked_url, connect
+from casebase.retrieval.search import search_vector
+
+LEAF = "casebase.embedding_s1_cxr"  # the CXR leaf of peers.py's space (the first one)
+PROBE = "bench_probe.bits_cxr"
+
+
+def build_probe(conn) -> float:
+    """The scratch copy: filter columns + image_pk + binary vector, one covering index."""
+    if conn.execute("SELECT to_regclass(%s)", (PROBE,)).fetchone()[0]:
+        return float("nan")
+    t = time.perf_counter()
+    conn.execute("CREATE SCHEMA IF NOT EXISTS bench_probe")
+    conn.execute(
+        f"CREATE TABLE {PROBE} AS SELECT sex, flag_mask, view, age, image_pk, "
+        f"binary_quantize(vec) AS bits FROM {LEAF}"
+    )
+    conn.execute(
+        f"CREATE INDEX bits_cxr_cover ON {PROBE} (sex, flag_mask, view, age) "
+        "INCLUDE (image_pk, bits)"
+    )
+    conn.execute(f"VACUUM (ANALYZE) {PROBE}")
+    return time.perf_counter() - t
+
+
+def predicate(spec: FilterSpec) -> str:
+    """The filter over the probe table, as casebase's router writes it for the leaf."""
+    parts = ["true"]
+    if spec.sex is not None:
+        parts.append(f"sex = '{spec.sex}'")
+    if spec.views is not None:
+        parts.append("view = ANY (ARRAY[" + ",".join(f"'{v}'" for v in spec.views) + "])")
+    if spec.age is not None:
+        parts.append(f"age >= {spec.age[0]} AND age <= {spec.age[1]}")
+    if spec.require_flags or spec.exclude_flags:
+        req = "ARRAY[" + ",".join(f"'{f}'" for f in spec.require_flags) + "]::text[]"
+        exc = "ARRAY[" + ",".join(f"'{f}'" for f in spec.exclude_flags) + "]::text[]"
+        parts.append(f"flag_mask = ANY (casebase._flag_masks({req}, {exc}))")
+    return " AND ".join(parts)
+
+
+def binary_sql(spec: FilterSpec, k: int) -> str:
+    return f"""
+        WITH cand AS MATERIALIZED (
+            SELECT image_pk FROM {PROBE} WHERE {predicate(spec)}
+            ORDER BY bits <~> binary_quantize(%(q)s::vector) LIMIT %(L)s)
+        SELECT e.study_id FROM cand c JOIN {LEAF} e
+          ON e.space_id = 1 AND e.modality = 'CXR' AND e.image_pk = c.image_pk
+        ORDER BY e.vec <=> %(q)s::vector LIMIT {k}"""
+
+
+def run(ds: peers.Dataset, args) -> list[tuple]:
+    from pgvector.psycopg import register_vector
+
+    name = f"{args.database}_{ds.name}_{args.n}"
+    with connect(databases.with_database(checked_url(), "postgres"), autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            sys.exit(
+                f"no database {name}: build it first with benchmarks/peers.py --n {args.n} "
+                f"--dist {ds.name} --build-only --engines casebase --work DIR, then tune it"
+            )
+    conn = connect(databases.with_database(checked_url(), name), autocommit=True)
+    register_vector(conn)
+    built = build_probe(conn)
+    if built == built:
+        print(f"[{ds.name}] probe table built in {built:.0f} s", flush=True)
+    # As inside similar_to_vector: the covering index, never a bitmap or sequential scan.
+    conn.execute("SET enable_bitmapscan = off")
+    conn.execute("SET enable_seqscan = off")
+    conn.execute("SET hnsw.iterative_scan = relaxed_order")
+    truth = peers.truth_for(ds, ds.queries, args.k)
+    position = {int(g): i for i, g in enumerate(ds.meta.index)}
+    prefix = len("SYN-")
+
+    def ids(rows) -> np.ndarray:
+        return np.array([position[int(r[prefix:])] for r in rows], dtype=np.int64)
+
+    rows = []
+    for spec in ds.specs:
+        methods = {
+            "casebase": lambda q, spec=spec: ids(
+                h.study_id
+                for h in search_vector(
+                    conn, q, k=args.k, filters=spec.filters(), space=search.SPACE, exact=False
+                )
+            )
+        }
+        if spec.target == 1.0:
+            for ef in args.ef:
+                methods[f"bare walk ef {ef}"] = lambda q, ef=ef: (
+                    conn.execute(f"SET hnsw.ef_search = {ef}"),
+                    ids(
+                        r[0]
+                        for r in conn.execute(
+                            f"SELECT study_id FROM {LEAF} ORDER BY vec::vector({args.dim}) "
+                            f"<=> %s::vector({args.dim}) LIMIT {args.k}",
+                            (q,),
+                            prepare=True,
+                        )
+                    ),
+                )[1]
+        else:
+            sql = binary_sql(spec, args.k)
+            for limit in args.L:
+                methods[f"binary scan L {limit}"] = lambda q, sql=sql, limit=limit: ids(
+                    r[0] for r in conn.execute(sql, {"q": q, "L": limit}, prepare=True)
+                )
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        recalls: dict[str, list[float]] = {m: [] for m in methods}
+        for rep in range(args.repeats):
+            for qi, q in enumerate(ds.queries):
+                for label, fn in methods.items():
+                    t = time.perf_counter()
+                    got = fn(q)
+                    times[label].append(time.perf_counter() - t)
+                    if rep == 0:
+                        recalls[label].append(peers.recall(got, truth[spec.label][qi]))
+        for label in methods:
+            rows.append(
+                (
+                    spec.label,
+                    label,
+                    float(np.percentile(times[label], 50)) * 1e3,
+                    float(np.percentile(times[label], 95)) * 1e3,
+                    float(np.mean(recalls[label])),
+                    float(np.min(recalls[label])),
+                )
+            )
+    conn.close()
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--queries", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dist", choices=(*peers.DISTRIBUTIONS, "both"), default="both")
+    p.add_argument("--database", default="bench_peers", help="peers.py's database prefix")
+    p.add_argument("--ef", default="10,40,100,200", help="beams of the bare walk")
+    p.add_argument("--L", default="300,600,1000,2000", help="rows the binary scan re-ranks")
+    args = p.parse_args()
+    args.ef = [int(x) for x in args.ef.split(",")]
+    args.L = [int(x) for x in args.L.split(",")]
+    if "CASEBASE_HOME" not in os.environ:
+        sys.exit("set CASEBASE_HOME to the one peers.py used (its databases are reused here)")
+    for name in peers.DISTRIBUTIONS if args.dist == "both" else (args.dist,):
+        ds = peers.make_dataset(name, args.n, args.dim, args.seed, args.queries, 20)
+        rows = run(ds, args)
+        print(f"\n{name}, {args.n:,} x {args.dim}, k = {args.k}, {args.queries} queries")
+        print(f"{'filter':<7} {'method':<22} {'p50 ms':>8} {'p95 ms':>8} {'recall':>7} {'min':>5}")
+        for label, method, p50, p95, rec, low in rows:
+            print(f"{label:<7} {method:<22} {p50:8.2f} {p95:8.2f} {rec:7.4f} {low:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
