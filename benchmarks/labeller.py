@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casebase.synthesis import Mention
-from casebase.synthesis.cues import CueSet, load_cues
+from casebase.synthesis.cues import DEFAULT_PATH, CueSet, load_cues, parse_cues
 from casebase.synthesis.extract import extract_many, rollup
 from casebase.synthesis.lexicon import load_lexicon
 
@@ -319,6 +319,31 @@ def print_errors(rows: list[Row], preds: list[dict[str, str]], finding: str, n: 
             print("  " + row.text.replace("\n", " | "))
 
 
+def iu_coders_cues() -> CueSet:
+    """The packaged cues as the IU coders code, derived (not copied) from cues.yaml: both
+    findings of a differential ("A or B", "A versus B") and borderline findings count as
+    present. Only for scoring against those coders; the labeller ships the strict cues."""
+    import yaml
+
+    data = yaml.safe_load(DEFAULT_PATH.read_text(encoding="utf-8"))
+    data["alternatives"] = []
+    data["cues"].pop("differential", None)
+    data["phrase_scope"] = [k for k in data.get("phrase_scope", []) if k != "differential"]
+    hedge = data["cues"]["hedge"]
+    for direction in ("forward", "backward"):
+        kept = []
+        for phrase in hedge[direction]:
+            words = phrase.split()
+            if "borderline" in words[-1].split("|"):
+                rest = [w for w in words[-1].split("|") if w != "borderline"]
+                if not rest:
+                    continue
+                phrase = " ".join([*words[:-1], "|".join(rest)])
+            kept.append(phrase)
+        hedge[direction] = kept
+    return parse_cues(yaml.safe_dump(data, sort_keys=False), origin="cues.yaml, IU coders")
+
+
 def main(argv: list[str] | None = None) -> int:
     from casebase.synthesis import LABELLER_VERSION
 
@@ -335,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cues", type=Path, help="score with this cue file instead of the packaged cues.yaml"
     )
+    parser.add_argument(
+        "--convention",
+        choices=["strict", "iu-coders"],
+        default="strict",
+        help="iu-coders: the packaged cues without the differential and borderline cues, "
+        "as these coders code (both findings of 'A or B' present)",
+    )
     args = parser.parse_args(argv)
     if args.errors and args.split == "test" and not args.final:
         print(
@@ -348,14 +380,20 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"error: no such file: {path}", file=sys.stderr)
             return 2
+    if args.cues and args.convention != "strict":
+        print("error: give --cues or --convention, not both", file=sys.stderr)
+        return 2
     cues = load_cues(args.cues) if args.cues else None
+    origin = f"cues from {args.cues}" if args.cues else None
+    if args.convention == "iu-coders":
+        cues, origin = iu_coders_cues(), "the IU coders' convention (--convention iu-coders)"
     results = {name: evaluate(path, cues) for name, path in paths.items()}
     if args.json:
         print(
             json.dumps(
                 {
                     "labeller": LABELLER_VERSION,
-                    "cues": str(args.cues) if args.cues else "packaged",
+                    "cues": origin or "packaged",
                     **{
                         name: {
                             "micro_f1": micro_f1(r.table),
@@ -372,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     else:
-        print(f"labeller {LABELLER_VERSION}" + (f", cues from {args.cues}" if args.cues else ""))
+        print(f"labeller {LABELLER_VERSION}" + (f", {origin}" if origin else ""))
         print_tables(results)
         print_conventions(results)
     if args.errors:
