@@ -18,8 +18,9 @@ first). It measures, per filter, with recall@k against NumPy's exact answer:
   full vectors, fetched by primary key. The copy lives in a scratch table of this script
   (schema ``bench_probe``, built once: 64 bytes a row at 512 dimensions).
 
-It prints one table per distribution. The p50/p95 are of one query at a time, ``--repeats``
-passes over ``--queries`` queries, the methods interleaved query by query.
+It prints one table per distribution. The p50/p95 are of one query at a time, measured by
+``peers.measure`` (``--repeats`` passes over ``--queries`` queries after a warm-up, the
+methods interleaved query by query).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,12 +37,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers
-import search
+from peer_engines import Casebase, Engine
 from search import FilterSpec
 
 from casebase.db import databases
 from casebase.db.connection import checked_url, connect
-from casebase.retrieval.search import search_vector
 
 LEAF = "casebase.embedding_s1_cxr"  # the CXR leaf of peers.py's space (the first one)
 PROBE = "bench_probe.bits_cxr"
@@ -90,17 +91,51 @@ def binary_sql(spec: FilterSpec, k: int) -> str:
         ORDER BY e.vec <=> %(q)s::vector LIMIT {k}"""
 
 
+class _Probe(Engine):
+    """A query of this script on the peers database, answering ``peers.measure``."""
+
+    def __init__(self, name: str, conn, position: dict[int, int]) -> None:
+        self.name, self.conn, self.position = name, conn, position
+
+    def ids(self, rows) -> np.ndarray:
+        return np.array([self.position[int(r[0][4:])] for r in rows], dtype=np.int64)
+
+
+class BareWalk(_Probe):
+    def __init__(self, conn, position: dict[int, int], ef: int, dim: int) -> None:
+        super().__init__(f"bare walk ef {ef}", conn, position)
+        self.ef, self.dim = ef, dim
+
+    def search(self, q: np.ndarray, k: int, spec: FilterSpec) -> np.ndarray:
+        self.conn.execute(f"SET hnsw.ef_search = {self.ef}")
+        sql = (
+            f"SELECT study_id FROM {LEAF} ORDER BY vec::vector({self.dim}) "
+            f"<=> %s::vector({self.dim}) LIMIT {k}"
+        )
+        return self.ids(self.conn.execute(sql, (q,), prepare=True))
+
+
+class BinaryScan(_Probe):
+    def __init__(self, conn, position: dict[int, int], rerank: int) -> None:
+        super().__init__(f"binary scan L {rerank}", conn, position)
+        self.rerank = rerank
+
+    def search(self, q: np.ndarray, k: int, spec: FilterSpec) -> np.ndarray:
+        sql = binary_sql(spec, k)
+        return self.ids(self.conn.execute(sql, {"q": q, "L": self.rerank}, prepare=True))
+
+
 def run(ds: peers.Dataset, args) -> list[tuple]:
     from pgvector.psycopg import register_vector
 
     name = f"{args.database}_{ds.name}_{args.n}"
-    with connect(databases.with_database(checked_url(), "postgres"), autocommit=True) as c:
-        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            sys.exit(
-                f"no database {name}: build it first with benchmarks/peers.py --n {args.n} "
-                f"--dist {ds.name} --build-only --engines casebase --work DIR, then tune it"
-            )
-    conn = connect(databases.with_database(checked_url(), name), autocommit=True)
+    if not peers.database_exists(name):
+        sys.exit(
+            f"no database {name}: build it first with benchmarks/peers.py --n {args.n} "
+            f"--dist {ds.name} --build-only --engines casebase --work DIR, then tune it"
+        )
+    url = databases.with_database(checked_url(), name)
+    conn = connect(url, autocommit=True)
     register_vector(conn)
     built = build_probe(conn)
     if built == built:
@@ -109,64 +144,25 @@ def run(ds: peers.Dataset, args) -> list[tuple]:
     conn.execute("SET enable_bitmapscan = off")
     conn.execute("SET enable_seqscan = off")
     conn.execute("SET hnsw.iterative_scan = relaxed_order")
+    casebase = Casebase(Path(tempfile.gettempdir()), peers._tag(ds, args), url, exact=False)
+    casebase.prepare(ds.xb, ds.meta)
+    position = casebase.position
     truth = peers.truth_for(ds, ds.queries, args.k)
-    position = {int(g): i for i, g in enumerate(ds.meta.index)}
-    prefix = len("SYN-")
-
-    def ids(rows) -> np.ndarray:
-        return np.array([position[int(r[prefix:])] for r in rows], dtype=np.int64)
-
     rows = []
     for spec in ds.specs:
-        methods = {
-            "casebase": lambda q, spec=spec: ids(
-                h.study_id
-                for h in search_vector(
-                    conn, q, k=args.k, filters=spec.filters(), space=search.SPACE, exact=False
-                )
-            )
-        }
-        if spec.target == 1.0:
-            for ef in args.ef:
-                methods[f"bare walk ef {ef}"] = lambda q, ef=ef: (
-                    conn.execute(f"SET hnsw.ef_search = {ef}"),
-                    ids(
-                        r[0]
-                        for r in conn.execute(
-                            f"SELECT study_id FROM {LEAF} ORDER BY vec::vector({args.dim}) "
-                            f"<=> %s::vector({args.dim}) LIMIT {args.k}",
-                            (q,),
-                            prepare=True,
-                        )
-                    ),
-                )[1]
-        else:
-            sql = binary_sql(spec, args.k)
-            for limit in args.L:
-                methods[f"binary scan L {limit}"] = lambda q, sql=sql, limit=limit: ids(
-                    r[0] for r in conn.execute(sql, {"q": q, "L": limit}, prepare=True)
-                )
-        times: dict[str, list[float]] = {m: [] for m in methods}
-        recalls: dict[str, list[float]] = {m: [] for m in methods}
-        for rep in range(args.repeats):
-            for qi, q in enumerate(ds.queries):
-                for label, fn in methods.items():
-                    t = time.perf_counter()
-                    got = fn(q)
-                    times[label].append(time.perf_counter() - t)
-                    if rep == 0:
-                        recalls[label].append(peers.recall(got, truth[spec.label][qi]))
-        for label in methods:
+        probes: list[Engine] = (
+            [BareWalk(conn, position, ef, args.dim) for ef in args.ef]
+            if spec.target == 1.0
+            else [BinaryScan(conn, position, rerank) for rerank in args.L]
+        )
+        engines = [casebase, *probes]
+        measured = peers.measure(engines, ds, spec, truth[spec.label], args, slow=set())
+        for engine in engines:
+            m = measured[engine.name]
             rows.append(
-                (
-                    spec.label,
-                    label,
-                    float(np.percentile(times[label], 50)) * 1e3,
-                    float(np.percentile(times[label], 95)) * 1e3,
-                    float(np.mean(recalls[label])),
-                    float(np.min(recalls[label])),
-                )
+                (spec.label, engine.name, m["p50_ms"], m["p95_ms"], m["recall"], m["recall_min"])
             )
+    casebase.close()
     conn.close()
     return rows
 

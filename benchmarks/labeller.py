@@ -357,10 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         "--final", action="store_true", help="rules are final: allow listing test errors"
     )
     parser.add_argument("--n", type=int, default=10, help="errors to print per kind")
-    parser.add_argument(
+    cue_source = parser.add_mutually_exclusive_group()
+    cue_source.add_argument(
         "--cues", type=Path, help="score with this cue file instead of the packaged cues.yaml"
     )
-    parser.add_argument(
+    cue_source.add_argument(
         "--convention",
         choices=["strict", "iu-coders"],
         default="strict",
@@ -380,9 +381,6 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"error: no such file: {path}", file=sys.stderr)
             return 2
-    if args.cues and args.convention != "strict":
-        print("error: give --cues or --convention, not both", file=sys.stderr)
-        return 2
     cues = load_cues(args.cues) if args.cues else None
     origin = f"cues from {args.cues}" if args.cues else None
     if args.convention == "iu-coders":

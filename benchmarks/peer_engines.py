@@ -283,10 +283,13 @@ class Chroma(Engine):
                 ],
             )
 
-    def open(self, xb: np.ndarray, meta: Meta) -> bool:
+    def _load(self) -> None:
         self.client = self._client()
+        self.col = self.client.get_collection("cxr")
+
+    def open(self, xb: np.ndarray, meta: Meta) -> bool:
         try:
-            self.col = self.client.get_collection("cxr")
+            self._load()
         except Exception:
             return False
         return self.col.count() == len(xb)
@@ -295,9 +298,8 @@ class Chroma(Engine):
         """A new ef_search reaches only segments loaded after it (measured at 1M: with the
         collection kept open, ef 50 and 400 gave the same answers), so reload them."""
         self.col.modify(configuration={"hnsw": {"ef_search": value}})
-        self.client.clear_system_cache()
-        self.client = self._client()
-        self.col = self.client.get_collection("cxr")
+        self.close()
+        self._load()
 
     def close(self) -> None:
         self.client.clear_system_cache()  # the client caches its segments per process

@@ -141,14 +141,18 @@ def recall(got: np.ndarray, want: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------ casebase database
+def database_exists(name: str) -> bool:
+    """Whether the embedded server holds database ``name``."""
+    with connect(databases.with_database(checked_url(), "postgres"), autocommit=True) as c:
+        return bool(c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone())
+
+
 def casebase_database(ds: Dataset, args) -> tuple[str, dict]:
     """The dataset's database, loaded (or reused) and calibrated by ``casebase tune``."""
     name = f"{args.database}_{ds.name}_{args.n}"
     url = databases.with_database(checked_url(), name)
-    with connect(databases.with_database(checked_url(), "postgres"), autocommit=True) as c:
-        exists = c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     info: dict = {}
-    if exists and args.reuse:
+    if database_exists(name) and args.reuse:
         from casebase.db import migrate
 
         migrate.upgrade(url)
