@@ -18,6 +18,11 @@ first). It measures, per filter, with recall@k against NumPy's exact answer:
   full vectors, fetched by primary key. The copy lives in a scratch table of this script
   (schema ``bench_probe``, built once: 64 bytes a row at 512 dimensions).
 
+- ``bare half walk ef N`` (``--half``): the same over a second HNSW graph on the leaf's
+  half-precision copy (``halfvec_cosine_ops``, built once by the script, minutes at 1M;
+  drop ``casebase.embedding_s1_cxr_half_hnsw_probe`` afterwards), unfiltered and with the
+  10 % filter applied during the walk (beside the float graph's).
+
 It prints one table per distribution. The p50/p95 are of one query at a time, measured by
 ``peers.measure`` (``--repeats`` passes over ``--queries`` queries after a warm-up, the
 methods interleaved query by query).
@@ -45,6 +50,7 @@ from casebase.db.connection import checked_url, connect
 
 LEAF = "casebase.embedding_s1_cxr"  # the CXR leaf of peers.py's space (the first one)
 PROBE = "bench_probe.bits_cxr"
+HALF_GRAPH = "casebase.embedding_s1_cxr_half_hnsw_probe"  # built by --half, dropped by hand
 
 
 def build_probe(conn) -> float:
@@ -62,6 +68,20 @@ def build_probe(conn) -> float:
         "INCLUDE (image_pk, bits)"
     )
     conn.execute(f"VACUUM (ANALYZE) {PROBE}")
+    return time.perf_counter() - t
+
+
+def build_half_graph(conn) -> float:
+    """A second HNSW graph on the leaf, over the half-precision copy (same m and
+    ef_construction as the shipped one): is pgvector's walk cheaper on 2-byte components?"""
+    if conn.execute("SELECT to_regclass(%s)", (HALF_GRAPH,)).fetchone()[0]:
+        return float("nan")
+    t = time.perf_counter()
+    conn.execute("SET maintenance_work_mem = '3GB'")
+    conn.execute(
+        f"CREATE INDEX {HALF_GRAPH.split('.')[1]} ON {LEAF} USING hnsw "
+        "((vec_half::halfvec(512)) halfvec_cosine_ops) WITH (m = 32, ef_construction = 128)"
+    )
     return time.perf_counter() - t
 
 
@@ -102,15 +122,20 @@ class _Probe(Engine):
 
 
 class BareWalk(_Probe):
-    def __init__(self, conn, position: dict[int, int], ef: int, dim: int) -> None:
-        super().__init__(f"bare walk ef {ef}", conn, position)
+    """pgvector's graph alone: the leaf's HNSW index over ``vec`` (``half``: the probe's
+    index over ``vec_half``, see ``build_half_graph``), the filter applied during the walk."""
+
+    def __init__(self, conn, position: dict[int, int], ef: int, dim: int, half: bool) -> None:
+        super().__init__(f"bare {'half ' if half else ''}walk ef {ef}", conn, position)
         self.ef, self.dim = ef, dim
+        self.expr = f"vec_half::halfvec({dim})" if half else f"vec::vector({dim})"
+        self.cast = f"halfvec({dim})" if half else f"vector({dim})"
 
     def search(self, q: np.ndarray, k: int, spec: FilterSpec) -> np.ndarray:
         self.conn.execute(f"SET hnsw.ef_search = {self.ef}")
         sql = (
-            f"SELECT study_id FROM {LEAF} ORDER BY vec::vector({self.dim}) "
-            f"<=> %s::vector({self.dim}) LIMIT {k}"
+            f"SELECT study_id FROM {LEAF} WHERE {predicate(spec)} ORDER BY {self.expr} "
+            f"<=> %s::vector::{self.cast} LIMIT {k}"
         )
         return self.ids(self.conn.execute(sql, (q,), prepare=True))
 
@@ -144,17 +169,27 @@ def run(ds: peers.Dataset, args) -> list[tuple]:
     conn.execute("SET enable_bitmapscan = off")
     conn.execute("SET enable_seqscan = off")
     conn.execute("SET hnsw.iterative_scan = relaxed_order")
+    conn.execute("SET hnsw.max_scan_tuples = 1000000")  # filtered walks run to k rows
+    walks = [False]
+    if args.half:
+        built = build_half_graph(conn)
+        if built == built:
+            print(f"[{ds.name}] half-precision graph built in {built:.0f} s", flush=True)
+        walks.append(True)
     casebase = Casebase(Path(tempfile.gettempdir()), peers._tag(ds, args), url, exact=False)
     casebase.prepare(ds.xb, ds.meta)
     position = casebase.position
     truth = peers.truth_for(ds, ds.queries, args.k)
     rows = []
     for spec in ds.specs:
-        probes: list[Engine] = (
-            [BareWalk(conn, position, ef, args.dim) for ef in args.ef]
-            if spec.target == 1.0
-            else [BinaryScan(conn, position, rerank) for rerank in args.L]
-        )
+        probes: list[Engine] = [
+            BareWalk(conn, position, ef, args.dim, half)
+            for half in walks
+            for ef in args.ef
+            if spec.target == 1.0 or (args.half and spec.target >= 0.1)  # graph's filters
+        ]
+        if spec.target != 1.0:
+            probes += [BinaryScan(conn, position, rerank) for rerank in args.L]
         engines = [casebase, *probes]
         measured = peers.measure(engines, ds, spec, truth[spec.label], args, slow=set())
         for engine in engines:
@@ -179,9 +214,15 @@ def main() -> None:
     p.add_argument("--database", default="bench_peers", help="peers.py's database prefix")
     p.add_argument("--ef", default="10,40,100,200", help="beams of the bare walk")
     p.add_argument("--L", default="300,600,1000,2000", help="rows the binary scan re-ranks")
+    p.add_argument(
+        "--half",
+        action="store_true",
+        help="also walk a graph over the half-precision copy (built on the leaf once, "
+        "minutes at 1M), filtered walks included",
+    )
     args = p.parse_args()
     args.ef = [int(x) for x in args.ef.split(",")]
-    args.L = [int(x) for x in args.L.split(",")]
+    args.L = [int(x) for x in args.L.split(",") if x]
     if "CASEBASE_HOME" not in os.environ:
         sys.exit("set CASEBASE_HOME to the one peers.py used (its databases are reused here)")
     for name in peers.DISTRIBUTIONS if args.dist == "both" else (args.dist,):
