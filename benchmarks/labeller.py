@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casebase.synthesis import Mention
-from casebase.synthesis.cues import DEFAULT_PATH, CueSet, load_cues, parse_cues
+from casebase.synthesis import cues as cue_files
+from casebase.synthesis.cues import STRICT, CueSet, load_cues
 from casebase.synthesis.extract import extract_many, rollup
 from casebase.synthesis.lexicon import load_lexicon
 
@@ -319,31 +320,6 @@ def print_errors(rows: list[Row], preds: list[dict[str, str]], finding: str, n: 
             print("  " + row.text.replace("\n", " | "))
 
 
-def iu_coders_cues() -> CueSet:
-    """The packaged cues as the IU coders code, derived (not copied) from cues.yaml: both
-    findings of a differential ("A or B", "A versus B") and borderline findings count as
-    present. Only for scoring against those coders; the labeller ships the strict cues."""
-    import yaml
-
-    data = yaml.safe_load(DEFAULT_PATH.read_text(encoding="utf-8"))
-    data["alternatives"] = []
-    data["cues"].pop("differential", None)
-    data["phrase_scope"] = [k for k in data.get("phrase_scope", []) if k != "differential"]
-    hedge = data["cues"]["hedge"]
-    for direction in ("forward", "backward"):
-        kept = []
-        for phrase in hedge[direction]:
-            words = phrase.split()
-            if "borderline" in words[-1].split("|"):
-                rest = [w for w in words[-1].split("|") if w != "borderline"]
-                if not rest:
-                    continue
-                phrase = " ".join([*words[:-1], "|".join(rest)])
-            kept.append(phrase)
-        hedge[direction] = kept
-    return parse_cues(yaml.safe_dump(data, sort_keys=False), origin="cues.yaml, IU coders")
-
-
 def main(argv: list[str] | None = None) -> int:
     from casebase.synthesis import LABELLER_VERSION
 
@@ -363,10 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     cue_source.add_argument(
         "--convention",
-        choices=["strict", "iu-coders"],
-        default="strict",
-        help="iu-coders: the packaged cues without the differential and borderline cues, "
-        "as these coders code (both findings of 'A or B' present)",
+        choices=cue_files.conventions(),
+        default=STRICT,
+        help="read the packaged cues under a coding convention (casebase relabel "
+        "--convention; conventions.yaml): iu-coders codes both findings of 'A or B' and "
+        "borderline findings present, as these coders do",
     )
     args = parser.parse_args(argv)
     if args.errors and args.split == "test" and not args.final:
@@ -383,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     cues = load_cues(args.cues) if args.cues else None
     origin = f"cues from {args.cues}" if args.cues else None
-    if args.convention == "iu-coders":
-        cues, origin = iu_coders_cues(), "the IU coders' convention (--convention iu-coders)"
+    if args.convention != STRICT:
+        cues = load_cues(convention=args.convention)
+        origin = f"the {args.convention} convention (--convention {args.convention})"
     results = {name: evaluate(path, cues) for name, path in paths.items()}
     if args.json:
         print(

@@ -718,13 +718,24 @@ class Client:
 
         return ingest(source, IngestOptions(batch=batch, **options), url=self.url)
 
-    def relabel(self, *, batch: str | None = None) -> tuple[int, int]:
+    def relabel(
+        self, *, batch: str | None = None, convention: str | None = None
+    ) -> tuple[int, int]:
         """Re-extract the findings of every report (or one batch's) after a lexicon
-        change; return (reports, findings)."""
+        change, or under another coding convention (``conventions.yaml``; stored, so new
+        batches follow it); return (reports, findings)."""
         from casebase.synthesis.store import relabel
 
         self._writes("relabel")
-        return relabel(self.conn, batch=batch)
+        return relabel(self.conn, batch=batch, convention=convention)
+
+    def labeller_version(self) -> str:
+        """What the installation's rule findings record: the labeller's version and its
+        coding convention when not strict (e.g. ``rules-2.1+iu-coders``)."""
+        from casebase.synthesis import labeller_version
+        from casebase.synthesis.store import stored_convention
+
+        return labeller_version(stored_convention(self.conn))
 
     # ------------------------------------------------------------------ train, reembed
     def train(self, **options):

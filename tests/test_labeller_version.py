@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from casebase.db.connection import connect
 from casebase.synthesis import LABELLER_VERSION
-from casebase.synthesis.cues import load_cues
+from casebase.synthesis.cues import conventions_digest, load_cues
 from casebase.synthesis.lexicon import load_lexicon
 
 # The data each labeller version was released with (sha256 prefixes of lexicon.yaml and
@@ -16,11 +16,19 @@ RELEASED = {
 }
 
 
+# conventions.yaml's digest per labeller version (introduced with rules-2.1): a
+# convention is a reading of the cues, so a change to it is a change of the labeller.
+RELEASED_CONVENTIONS = {"rules-2.1": "ab2030dd2d7a"}
+
+
 def test_data_changes_come_with_a_version_bump() -> None:
     digests = (load_lexicon().digest, load_cues().digest)
     assert RELEASED.get(LABELLER_VERSION) == digests, (
         f"lexicon.yaml or cues.yaml changed (digests {digests}): bump LABELLER_VERSION in "
         "casebase/synthesis/extract.py and record the new digests in RELEASED"
+    )
+    assert RELEASED_CONVENTIONS.get(LABELLER_VERSION) == conventions_digest(), (
+        "conventions.yaml changed: bump LABELLER_VERSION and record its digest"
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from casebase.commands.search import add_filter_arguments, filters_from_args, run_search
+from casebase.synthesis.cues import conventions
 
 
 def add_parser(sub) -> None:
@@ -54,8 +55,17 @@ def add_parser(sub) -> None:
         "the counts and written by casebase",
     )
     p.set_defaults(run=run_brief)
-    r = sub.add_parser("relabel", help="re-extract findings after a lexicon change")
+    r = sub.add_parser(
+        "relabel", help="re-extract findings after a lexicon change or under another convention"
+    )
     r.add_argument("--batch", help="only this batch")
+    r.add_argument(
+        "--convention",
+        choices=conventions(),
+        help="code as these coders do (conventions.yaml): every report is relabelled and new "
+        "batches follow it. strict reads the cues as written (until one is chosen); without "
+        "this option the installation's convention stays",
+    )
     r.set_defaults(run=run_relabel)
 
 
@@ -135,6 +145,7 @@ def run_relabel(args: argparse.Namespace) -> int:
     from casebase.client import connect
 
     with connect() as client:
-        n_reports, n_findings = client.relabel(batch=args.batch)
-    print(f"relabelled {n_reports} reports: {n_findings} findings")
+        n_reports, n_findings = client.relabel(batch=args.batch, convention=args.convention)
+        version = client.labeller_version()
+    print(f"relabelled {n_reports} reports: {n_findings} findings ({version})")
     return 0

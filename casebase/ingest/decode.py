@@ -20,6 +20,7 @@ from casebase.imaging.files import read_image_file
 from casebase.imaging.images import load_image
 from casebase.imaging.quality import measure_quality, quality_flags
 from casebase.ingest.studies import ImageInput
+from casebase.synthesis.cues import STRICT
 
 if TYPE_CHECKING:
     from casebase.ingest.sanitize import SanitizedReport
@@ -48,8 +49,11 @@ class ImageFacts:
     report: ReportFacts | None = None  # on a study's first image, when it has a report
 
 
-def prepare_report(findings: object, impression: object, report: object) -> ReportFacts:
-    """Sanitise a report and label its findings (the shared labeller of synthesis).
+def prepare_report(
+    findings: object, impression: object, report: object, convention: str = STRICT
+) -> ReportFacts:
+    """Sanitise a report and label its findings (the shared labeller of synthesis, read
+    under the installation's coding ``convention``).
 
     A report the labeller fails on raises ``InputError`` (its study becomes a reject
     with that reason); a labeller that cannot load at all fails in ``warm_labeller``
@@ -60,20 +64,22 @@ def prepare_report(findings: object, impression: object, report: object) -> Repo
 
     sanitized = sanitize_report(findings=findings, impression=impression, report=report)
     try:
-        labelled = labelled_findings(sanitized.findings, sanitized.impression)
+        labelled = labelled_findings(
+            sanitized.findings, sanitized.impression, convention=convention
+        )
     except Exception as exc:
         # The error's message may quote the report: the reason names its type only.
         raise InputError(f"report could not be labelled ({type(exc).__name__})") from exc
     return ReportFacts(sanitized, labelled)
 
 
-def warm_labeller() -> None:
+def warm_labeller(convention: str = STRICT) -> None:
     """Load spaCy, the lexicon and the cue matchers now (about a second, once per
     process): a missing or broken labeller stops the batch before it starts, and forked
     decode workers inherit it loaded instead of each loading it."""
     from casebase.synthesis.evidence import labelled_findings
 
-    labelled_findings("No pleural effusion.", None)
+    labelled_findings("No pleural effusion.", None, convention=convention)
 
 
 def grey_if_equal(image: Image.Image) -> Image.Image:
@@ -93,7 +99,7 @@ def grey_if_equal(image: Image.Image) -> Image.Image:
 
 
 def decode_image(item: tuple):
-    """``(image, modality[, report parts])`` → ``(PIL image, ImageFacts)``.
+    """``(image, modality[, report parts[, convention]])`` → ``(PIL image, ImageFacts)``.
 
     The image is RGB, or ``L`` for a grey one (``Preprocess`` converts it to RGB when
     its transform needs that).
@@ -105,6 +111,7 @@ def decode_image(item: tuple):
     image_input: ImageInput = item[0]
     modality: str = item[1]
     report_parts: ReportParts | None = item[2] if len(item) > 2 else None
+    convention: str = item[3] if len(item) > 3 else STRICT
     data = read_image_file(image_input.path)
     image = grey_if_equal(load_image(image_input.path, data=data, keep_grey=True))
     quality = measure_quality(image)
@@ -115,6 +122,10 @@ def decode_image(item: tuple):
         height=image.height,
         quality=quality.as_dict(),
         flags=quality_flags(quality, modality=modality),
-        report=prepare_report(*report_parts) if report_parts is not None else None,
+        report=(
+            prepare_report(*report_parts, convention=convention)
+            if report_parts is not None
+            else None
+        ),
     )
     return image, facts

@@ -236,13 +236,18 @@ class _BatchRun:
         if not todo:
             return
         from casebase.ingest.decode import decode_image, warm_labeller
-        from casebase.synthesis import BACKEND, LABELLER_VERSION
+        from casebase.synthesis import BACKEND, labeller_version
+        from casebase.synthesis.store import stored_convention
 
-        self.finding_backend, self.finding_version = BACKEND, LABELLER_VERSION
+        # The installation's coding convention, as `casebase relabel --convention` chose.
+        convention = stored_convention(self.conn)
+        self.conn.commit()  # no snapshot held open while the batch embeds
+        self.finding_backend = BACKEND
+        self.finding_version = labeller_version(convention)
         # A study's report goes with its first image: the decode worker that has that
         # image sanitises and labels it, off the model's process.
         items = [
-            (img, s.modality, _report_parts(s) if i == 0 else None)
+            (img, s.modality, _report_parts(s) if i == 0 else None, convention)
             for s in todo
             for i, img in enumerate(s.images)
         ]
@@ -250,7 +255,7 @@ class _BatchRun:
         results: dict[str, dict[int, tuple]] = defaultdict(dict)
         failures: dict[str, list[tuple]] = defaultdict(list)
         if any(item[2] is not None for item in items):
-            warm_labeller()  # fails fast; forked workers inherit it loaded
+            warm_labeller(convention)  # fails fast; forked workers inherit it loaded
         bar = progress_bar(
             len(items), desc="embedding", enabled=self.options.progress, smoothing=0.1
         )

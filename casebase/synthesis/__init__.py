@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         finding_ids,
         label_report,
         label_reports,
+        labeller_version,
     )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "finding_ids",
     "label_report",
     "label_reports",
+    "labeller_version",
 ]
 
 

@@ -26,6 +26,8 @@ import yaml
 from casebase.errors import ConfigError
 
 DEFAULT_PATH = Path(__file__).with_name("cues.yaml")
+CONVENTIONS_PATH = Path(__file__).with_name("conventions.yaml")
+STRICT = "strict"  # the cue file as written; the other conventions are conventions.yaml's
 
 FORWARD, BACKWARD, BOTH = "forward", "backward", "both"
 KINDS = ("negation", "resolved", "change", "pseudo", "hedge", "differential", "request", "link")
@@ -204,15 +206,117 @@ def parse_cues(source: str, *, origin: str = "<string>") -> CueSet:
     )
 
 
-def load_cues(path: str | Path | None = None) -> CueSet:
-    """Load a cue file (the packaged one by default); cached per path."""
-    return _load_cached(str(Path(path) if path is not None else DEFAULT_PATH))
+def load_cues(path: str | Path | None = None, *, convention: str = STRICT) -> CueSet:
+    """Load a cue file (the packaged one by default) as read under a coding convention
+    (``conventions.yaml``; ``strict``: as written); cached per path and convention."""
+    return _load_cached(str(Path(path) if path is not None else DEFAULT_PATH), convention)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(path: str) -> CueSet:
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, convention: str) -> CueSet:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cues {path}: cannot be read: {exc}") from exc
-    return parse_cues(text, origin=path)
+    if convention == STRICT:
+        return parse_cues(text, origin=path)
+    edits = load_conventions().get(convention)
+    if edits is None:
+        raise ConfigError(
+            f"unknown labelling convention {convention!r} (known: {', '.join(conventions())})"
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cues {path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("cues"), dict):
+        raise ConfigError(f"cues {path}: expected a mapping with 'cues'")
+    edited = apply_convention(data, edits)
+    return parse_cues(yaml.safe_dump(edited, sort_keys=False), origin=f"{path} ({convention})")
+
+
+# --------------------------------------------------------------------------- conventions
+@dataclass(frozen=True)
+class Convention:
+    """Edits to the cue file that make the labeller code as a site's coders do."""
+
+    name: str
+    description: str
+    drop_kinds: frozenset[str]
+    drop_words: frozenset[str]
+    alternatives: bool
+
+
+def conventions() -> list[str]:
+    """Every convention's name, ``strict`` first."""
+    return [STRICT, *load_conventions()]
+
+
+def conventions_digest() -> str:
+    """sha256 prefix of ``conventions.yaml``: part of the labeller's released data."""
+    return hashlib.sha256(CONVENTIONS_PATH.read_bytes()).hexdigest()[:12]
+
+
+@functools.cache
+def load_conventions() -> dict[str, Convention]:
+    """The packaged conventions, validated; a malformed entry raises ConfigError."""
+    where = CONVENTIONS_PATH.name
+    data = yaml.safe_load(CONVENTIONS_PATH.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of convention names")
+    out = {}
+    for name, entry in data.items():
+        keys = {"description", "drop_kinds", "drop_words", "alternatives"}
+        if name == STRICT or not isinstance(entry, Mapping) or set(entry) - keys:
+            raise ConfigError(f"{where} {name}: expected the keys {sorted(keys)}")
+        kinds = _str_list(entry.get("drop_kinds", []), f"{name}.drop_kinds")
+        if set(kinds) - set(KINDS):
+            raise ConfigError(f"{where} {name}: drop_kinds names unknown kinds")
+        out[str(name)] = Convention(
+            name=str(name),
+            description=str(entry.get("description", "")),
+            drop_kinds=frozenset(kinds),
+            drop_words=frozenset(_str_list(entry.get("drop_words", []), f"{name}.drop_words")),
+            alternatives=bool(entry.get("alternatives", True)),
+        )
+    return out
+
+
+def apply_convention(data: Mapping[str, Any], convention: Convention) -> dict[str, Any]:
+    """The cue file's data with a convention's edits: its kinds and words dropped."""
+    out = dict(data)
+    out["cues"] = {
+        kind: {
+            direction: kept
+            for direction, lines in by_direction.items()
+            if (kept := _without_words(lines, convention.drop_words))
+        }
+        for kind, by_direction in data["cues"].items()
+        if kind not in convention.drop_kinds
+    }
+    out["cues"] = {kind: dirs for kind, dirs in out["cues"].items() if dirs}
+    if "phrase_scope" in data:
+        out["phrase_scope"] = [k for k in data["phrase_scope"] if k not in convention.drop_kinds]
+    if not convention.alternatives:
+        out["alternatives"] = []
+    return out
+
+
+def _without_words(lines: list[str], words: frozenset[str]) -> list[str]:
+    """Cue phrases without the choices in ``words``; a phrase whose required word has no
+    choice left goes (an optional ``[a|b]`` word left empty just goes from the phrase)."""
+    kept = []
+    for line in lines:
+        parts: list[str] = []
+        for word in line.split():
+            optional = word.startswith("[") and word.endswith("]")
+            choices = [c for c in (word[1:-1] if optional else word).split("|") if c not in words]
+            if choices:
+                joined = "|".join(choices)
+                parts.append(f"[{joined}]" if optional else joined)
+            elif not optional:
+                break
+        else:
+            if parts:
+                kept.append(" ".join(parts))
+    return kept

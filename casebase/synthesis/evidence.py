@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from casebase.synthesis.cues import STRICT
+
 
 @dataclass(frozen=True)
 class LabelledFinding:
@@ -13,13 +15,17 @@ class LabelledFinding:
     location: dict = field(default_factory=dict)
 
 
-def labelled_findings(findings: str | None, impression: str | None) -> list[LabelledFinding]:
+def labelled_findings(
+    findings: str | None, impression: str | None, *, convention: str = STRICT
+) -> list[LabelledFinding]:
     """Report-level status per finding (``label_report``), with the first sentence that
-    gave that status as evidence, so an analyst can see why a study was counted."""
+    gave that status as evidence, so an analyst can see why a study was counted;
+    ``convention``: the coding convention read into the cues (``conventions.yaml``)."""
     from casebase.synthesis.extract import extract, rollup
 
     text = "\n".join(t for t in (findings, impression) if t)
-    mentions = extract(text)  # parsed once: label_report(text) is rollup(extract(text))
+    # parsed once: label_report(text) is rollup(extract(text))
+    mentions = extract(text, convention=convention)
     statuses = rollup(mentions)
     out = []
     for finding, status in sorted(statuses.items()):

@@ -38,7 +38,7 @@ from casebase.synthesis.assertion import (
     compact,
     word_range,
 )
-from casebase.synthesis.cues import CueSet, load_cues
+from casebase.synthesis.cues import STRICT, CueSet, load_cues
 from casebase.synthesis.lexicon import Lexicon, load_lexicon
 from casebase.synthesis.location import location
 from casebase.synthesis.sections import reporting_spans
@@ -54,6 +54,13 @@ logger = logging.getLogger(__name__)
 # (tests/test_labeller_version.py holds the data digests of each version).
 LABELLER_VERSION = "rules-2.1"
 BACKEND = "rules"
+
+
+def labeller_version(convention: str = STRICT) -> str:
+    """What a finding row records: the labeller's version, and the coding convention
+    (``conventions.yaml``) when it is not the strict reading."""
+    return LABELLER_VERSION if convention == STRICT else f"{LABELLER_VERSION}+{convention}"
+
 
 NO_FINDING = "no_finding"
 STATUS_RANK = {ABSENT: 1, UNCERTAIN: 2, PRESENT: 3}
@@ -278,18 +285,23 @@ def _worth_parsing(text: str) -> bool:
     return bool(text) and _WORD_RE.search(text) is not None
 
 
-def extract(text: str) -> list[Mention]:
+def extract(text: str, *, convention: str = STRICT) -> list[Mention]:
     """All finding mentions in a report text, in order of appearance."""
-    return next(iter(extract_many([text])))
+    return next(iter(extract_many([text], convention=convention)))
 
 
 def extract_many(
-    texts: Iterable[str], *, batch_size: int = 256, cues: CueSet | None = None
+    texts: Iterable[str],
+    *,
+    batch_size: int = 256,
+    cues: CueSet | None = None,
+    convention: str = STRICT,
 ) -> Iterator[list[Mention]]:
     """Mentions for each text, in order; faster than ``extract`` in a loop.
 
-    ``cues`` replaces the packaged cue file (``load_cues(path)``), e.g. to score another
-    convention in a benchmark.
+    ``convention`` reads the packaged cues as a site's coders code (``conventions.yaml``;
+    ``strict``: as written); ``cues`` replaces them (``load_cues(path)``), e.g. to score
+    an edited cue file in a benchmark.
 
     Only mentions that assert something about this study are returned: none from a
     section that does not report on it (indication, history, comparison …: see
@@ -297,7 +309,7 @@ def extract_many(
     ("evaluate for pneumonia", "?pneumonia").
     """
     lexicon = load_lexicon()
-    cue_set = cues or load_cues()
+    cue_set = cues or load_cues(convention=convention)
     nlp = get_nlp()
     pending: list[tuple[int, int, str]] = []  # (text index, offset, piece)
     results: list[list[Mention]] = []
@@ -359,9 +371,9 @@ def rollup(mentions: Iterable[Mention], lexicon: Lexicon | None = None) -> dict[
     return labels
 
 
-def label_report(text: str) -> dict[str, str]:
+def label_report(text: str, *, convention: str = STRICT) -> dict[str, str]:
     """Report-level status for each finding the report mentions (others left out)."""
-    return rollup(extract(text))
+    return rollup(extract(text, convention=convention))
 
 
 def label_reports(
