@@ -15,6 +15,7 @@ ef_construction 128; distance is cosine (inner product on L2-normalised vectors)
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -299,6 +300,10 @@ class Chroma(Engine):
         collection kept open, ef 50 and 400 gave the same answers), so reload them."""
         self.col.modify(configuration={"hnsw": {"ef_search": value}})
         self.close()
+        # Drop the old segments before loading new ones: at 1M each load holds ~2-3 GB, and
+        # a beam search over seven values was killed for memory (16 GB) before this.
+        self.col = self.client = None
+        gc.collect()
         self._load()
 
     def close(self) -> None:
