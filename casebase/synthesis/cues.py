@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from casebase.errors import ConfigError
+from casebase.synthesis.yaml_data import load_mapping
 
 DEFAULT_PATH = Path(__file__).with_name("cues.yaml")
 CONVENTIONS_PATH = Path(__file__).with_name("conventions.yaml")
@@ -177,11 +178,8 @@ def _parse_cues(data: Any) -> dict[Phrase, tuple[str, str]]:
 
 def parse_cues(source: str, *, origin: str = "<string>") -> CueSet:
     """Parse and validate cue YAML text; raise ConfigError naming what is wrong."""
-    try:
-        data = yaml.safe_load(source)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cues {origin}: not valid YAML: {exc}") from exc
-    if not isinstance(data, Mapping) or set(data) - _TOP_KEYS or not _REQUIRED <= set(data):
+    data = load_mapping(source, what="cues", origin=origin, key="cues")
+    if set(data) - _TOP_KEYS or not _REQUIRED <= set(data):
         raise ConfigError(f"cues {origin}: expected the keys {sorted(_TOP_KEYS)}")
     terms = data["terminations"]
     if not isinstance(terms, Mapping) or set(terms) != {"words", "phrases", "punctuation"}:
@@ -225,12 +223,7 @@ def _load_cached(path: str, convention: str) -> CueSet:
         raise ConfigError(
             f"unknown labelling convention {convention!r} (known: {', '.join(conventions())})"
         )
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cues {path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("cues"), dict):
-        raise ConfigError(f"cues {path}: expected a mapping with 'cues'")
+    data = load_mapping(text, what="cues", origin=path, key="cues")
     edited = apply_convention(data, edits)
     return parse_cues(yaml.safe_dump(edited, sort_keys=False), origin=f"{path} ({convention})")
 

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from casebase.errors import ConfigError
 from casebase.imaging.vocabulary import STATUSES
+from casebase.synthesis.yaml_data import load_mapping
 
 DEFAULT_PATH = Path(__file__).with_name("lexicon.yaml")
 
@@ -207,11 +206,8 @@ def _parse_entry(index: int, entry: Any) -> Finding:
 
 def parse_lexicon(source: str, *, origin: str = "<string>") -> Lexicon:
     """Parse and validate lexicon YAML text; raise ConfigError naming the bad entry."""
-    try:
-        data = yaml.safe_load(source)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"lexicon {origin}: not valid YAML: {exc}") from exc
-    if not isinstance(data, Mapping) or not isinstance(data.get("findings"), list):
+    data = load_mapping(source, what="lexicon", origin=origin, key="findings")
+    if not isinstance(data["findings"], list):
         raise ConfigError(f"lexicon {origin}: expected a mapping with a 'findings' list")
     findings = tuple(_parse_entry(i, e) for i, e in enumerate(data["findings"]))
     ids = [f.id for f in findings]
