@@ -78,6 +78,16 @@ def _cli(*args: str, url: str) -> subprocess.CompletedProcess:
     )
 
 
+def _all_findings(url: str) -> list[tuple]:
+    from casebase.db.connection import connect
+
+    with connect(url) as conn:
+        return conn.execute(
+            "SELECT study_pk, finding, status, version, evidence FROM casebase.finding "
+            "ORDER BY 1, 2"
+        ).fetchall()
+
+
 def _manifest(folder: Path, prefix: str, reports: list[str]) -> Path:
     """A generated cohort's manifest with its reports replaced by ``reports``."""
     from casebase.cohort import generate
@@ -139,10 +149,19 @@ def test_relabel_switches_the_convention_and_later_batches_follow_it(server_url,
             relabel(conn, batch="b")  # no switch: the stored convention
             assert stored_convention(conn) == "iu-coders"
             assert {r[3] for r in conn.execute(query).fetchall()} == {coders}
-        # The command line: the same refusal in one line, then the switch back.
+        # The command line: the same refusals in one line each, nothing changed by them,
+        # then the switch back.
+        before = _all_findings(url)
         refused = _cli("relabel", "--batch", "b", "--convention", "strict", url=url)
         assert refused.returncode == 1 and "run it without --batch" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        unknown = _cli("relabel", "--convention", "nope", url=url)
+        assert unknown.returncode == 1, unknown.stderr
+        assert "unknown labelling convention 'nope' (known: strict, iu-coders" in unknown.stderr
+        assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+        assert _all_findings(url) == before
+        with connect(url) as conn:
+            assert stored_convention(conn) == "iu-coders"
         done = _cli("relabel", "--convention", "strict", url=url)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("relabelled 4 reports: ")

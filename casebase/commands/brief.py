@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from casebase.commands.search import add_filter_arguments, filters_from_args, run_search
-from casebase.synthesis.cues import conventions
 
 
 def add_parser(sub) -> None:
@@ -59,12 +58,14 @@ def add_parser(sub) -> None:
         "relabel", help="re-extract findings after a lexicon change or under another convention"
     )
     r.add_argument("--batch", help="only this batch")
+    # Not argparse choices: listing them would read conventions.yaml (and import YAML) at
+    # the start of every command; relabel refuses an unknown name, naming the known ones.
     r.add_argument(
         "--convention",
-        choices=conventions(),
-        help="code as these coders do (conventions.yaml): every report is relabelled and new "
-        "batches follow it. strict reads the cues as written (until one is chosen); without "
-        "this option the installation's convention stays",
+        metavar="NAME",
+        help="code as these coders do: strict (the cues as written, until one is chosen) or "
+        "a name from casebase/synthesis/conventions.yaml, e.g. iu-coders; every report is "
+        "relabelled and new batches follow it. Without it the installation's convention stays",
     )
     r.set_defaults(run=run_relabel)
 

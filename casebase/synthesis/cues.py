@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from casebase.errors import ConfigError
 from casebase.synthesis.yaml_data import load_mapping
 
@@ -179,6 +177,15 @@ def _parse_cues(data: Any) -> dict[Phrase, tuple[str, str]]:
 def parse_cues(source: str, *, origin: str = "<string>") -> CueSet:
     """Parse and validate cue YAML text; raise ConfigError naming what is wrong."""
     data = load_mapping(source, what="cues", origin=origin, key="cues")
+    return cues_from_data(data, origin=origin, digest=_digest(source))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def cues_from_data(data: Mapping[str, Any], *, origin: str, digest: str) -> CueSet:
+    """Validate a cue file's parsed data (``parse_cues``, or a convention's edit of it)."""
     if set(data) - _TOP_KEYS or not _REQUIRED <= set(data):
         raise ConfigError(f"cues {origin}: expected the keys {sorted(_TOP_KEYS)}")
     terms = data["terminations"]
@@ -193,7 +200,7 @@ def parse_cues(source: str, *, origin: str = "<string>") -> CueSet:
     term_phrases = _phrases(_str_list(terms["phrases"], "terminations.phrases"), "terminations")
     return CueSet(
         version=str(data.get("version", "0")),
-        digest=hashlib.sha256(source.encode("utf-8")).hexdigest()[:12],
+        digest=digest,
         cues=PhraseTable(_parse_cues(data["cues"])),
         terminations=PhraseTable(dict.fromkeys(term_phrases, True)),
         termination_words=frozenset(_str_list(terms["words"], "terminations.words")),
@@ -224,8 +231,11 @@ def _load_cached(path: str, convention: str) -> CueSet:
             f"unknown labelling convention {convention!r} (known: {', '.join(conventions())})"
         )
     data = load_mapping(text, what="cues", origin=path, key="cues")
-    edited = apply_convention(data, edits)
-    return parse_cues(yaml.safe_dump(edited, sort_keys=False), origin=f"{path} ({convention})")
+    return cues_from_data(
+        apply_convention(data, edits),
+        origin=f"{path} ({convention})",
+        digest=_digest(f"{text}\0{convention}\0{conventions_digest()}"),
+    )
 
 
 # --------------------------------------------------------------------------- conventions
@@ -254,9 +264,8 @@ def conventions_digest() -> str:
 def load_conventions() -> dict[str, Convention]:
     """The packaged conventions, validated; a malformed entry raises ConfigError."""
     where = CONVENTIONS_PATH.name
-    data = yaml.safe_load(CONVENTIONS_PATH.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of convention names")
+    text = CONVENTIONS_PATH.read_text(encoding="utf-8")
+    data = load_mapping(text, what="conventions", origin=str(CONVENTIONS_PATH))
     out = {}
     for name, entry in data.items():
         keys = {"description", "drop_kinds", "drop_words", "alternatives"}
@@ -278,16 +287,17 @@ def load_conventions() -> dict[str, Convention]:
 def apply_convention(data: Mapping[str, Any], convention: Convention) -> dict[str, Any]:
     """The cue file's data with a convention's edits: its kinds and words dropped."""
     out = dict(data)
-    out["cues"] = {
-        kind: {
-            direction: kept
-            for direction, lines in by_direction.items()
-            if (kept := _without_words(lines, convention.drop_words))
+    out["cues"] = {}
+    for kind, by_direction in data["cues"].items():
+        if kind in convention.drop_kinds:
+            continue
+        kept = {
+            d: lines
+            for d, ls in by_direction.items()
+            if (lines := _without_words(ls, convention.drop_words))
         }
-        for kind, by_direction in data["cues"].items()
-        if kind not in convention.drop_kinds
-    }
-    out["cues"] = {kind: dirs for kind, dirs in out["cues"].items() if dirs}
+        if kept:
+            out["cues"][kind] = kept
     if "phrase_scope" in data:
         out["phrase_scope"] = [k for k in data["phrase_scope"] if k not in convention.drop_kinds]
     if not convention.alternatives:
