@@ -731,7 +731,7 @@ class Client:
 
     def labeller_version(self) -> str:
         """What the installation's rule findings record: the labeller's version and its
-        coding convention when not strict (e.g. ``rules-2.1+iu-coders``)."""
+        coding convention when not strict (e.g. ``rules-2.2+iu-coders``)."""
         from casebase.synthesis import labeller_version
         from casebase.synthesis.store import stored_convention
 

@@ -179,6 +179,26 @@ EXACT: list[tuple[str, dict[str, str]]] = [
         {"opacity": P, "interstitial_markings": P, "nodule_mass": P, "no_finding": A},
     ),
     ("Reticular-nodular changes at the apices.", {"nodule_mass": P, "no_finding": A}),
+    # rules-2.2: a measured round opacity, a masslike finding of any kind and a lesion
+    # placed in the lung are nodule-like; a lesion of a rib is not
+    (
+        "A rounded 2 cm opacity in the left lower lobe.",
+        {"opacity": P, "nodule_mass": P, "no_finding": A},
+    ),
+    (
+        "Ovoid 1.5 x 1.2 cm density in the right midlung.",
+        {"opacity": P, "nodule_mass": P, "no_finding": A},
+    ),
+    (
+        "Masslike consolidation in the right upper lobe.",
+        {"consolidation_pneumonia": P, "nodule_mass": P, "no_finding": A},
+    ),
+    ("Left lower lobe lesion is unchanged.", {"nodule_mass": P, "no_finding": A}),
+    ("Lesion in the right upper lobe.", {"nodule_mass": P, "no_finding": A}),
+    ("Coin lesion in the left lung.", {"nodule_mass": P, "no_finding": A}),
+    ("Cannonball lesions bilaterally.", {"nodule_mass": P, "no_finding": A}),
+    ("No lesion in the right upper lobe.", {"nodule_mass": A, "no_finding": P}),
+    ("Expansile lesion of the right posterior 9th rib.", {}),
     ("Soft tissue density overlying the right breast.", {}),
     # knee / MSK
     (

@@ -13,12 +13,13 @@ from casebase.synthesis.lexicon import load_lexicon
 RELEASED = {
     "rules-2.0": ("c23d6698c411", "19b87899d379"),
     "rules-2.1": ("a934634776d8", "19b87899d379"),
+    "rules-2.2": ("e6eac4d9aca6", "19b87899d379"),
 }
 
 
 # conventions.yaml's digest per labeller version (introduced with rules-2.1): a
 # convention is a reading of the cues, so a change to it is a change of the labeller.
-RELEASED_CONVENTIONS = {"rules-2.1": "ab2030dd2d7a"}
+RELEASED_CONVENTIONS = {"rules-2.1": "ab2030dd2d7a", "rules-2.2": "ab2030dd2d7a"}
 
 
 def test_data_changes_come_with_a_version_bump() -> None:

@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 # Bump when the lexicon, the cues or the rules change: it is stored with every extracted
 # finding so that `casebase relabel` replaces rows produced by an older labeller
 # (tests/test_labeller_version.py holds the data digests of each version).
-LABELLER_VERSION = "rules-2.1"
+LABELLER_VERSION = "rules-2.2"
 BACKEND = "rules"
 
 

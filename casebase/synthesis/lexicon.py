@@ -13,6 +13,7 @@ Patterns may use a few macros, expanded here so that the YAML stays readable:
     {gap}   up to three arbitrary words (no punctuation), matched lazily
     {det}   an optional article
     {normal} "normal", "within normal limits", "within limits of normal", "unremarkable"
+    {size}  a measurement: "2 cm", "1.5-cm", "8mm", "2.1 x 2 cm"
 
 A malformed entry raises :class:`~casebase.errors.ConfigError` naming the entry, so that a
 typo in the YAML is reported at load time rather than as a silent miss at extraction time.
@@ -48,6 +49,7 @@ MACROS: dict[str, str] = {
     ),
     "gap": r"(?:[\w'/-]+\s+){0,3}?",
     "det": r"(?:(?:the|a|an)\s+)?",
+    "size": r"(?:\d+(?:\.\d+)?\s*(?:x\s*\d+(?:\.\d+)?\s*)*-?(?:cm|mm)\b)",
     "normal": (
         r"(?:normal|within\s+(?:the\s+)?normal\s+limits|within\s+(?:the\s+)?limits\s+of\s+normal"
         r"|unremarkable)"
