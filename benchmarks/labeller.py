@@ -1,6 +1,6 @@
 """Score the rule-based labeller against the coded labels of Indiana University reports.
 
-    python benchmarks/labeller.py [--dev PATH] [--test PATH] [--json]
+    python benchmarks/labeller.py [--dev PATH] [--test PATH] [--json] [--ci]
                                   [--errors FINDING] [--split dev|test] [--final] [--n 10]
 
 The IU collection codes each report with MeSH terms (``Head/modifier/...``, ``;``
@@ -17,6 +17,11 @@ The dev split (``reports_dev.csv``) is what the lexicon and rules are tuned on; 
 split (``reports_test.csv``, uid % 5 == 0) is never read for tuning. Both are scored side
 by side. ``--errors`` lists individual errors of the dev split; those of the test split
 only with ``--split test --final``, once the rules are final.
+
+``--ci`` adds a 95 % bootstrap interval (reports resampled with replacement) to each F1
+of a class with enough positives and to micro-F1: with 30 to 60 positives a class's F1
+moves by several points between samples, and a target close to the point estimate needs
+that spread beside it.
 
 Negative findings are never coded and hedged findings are coded inconsistently, so
 "uncertain" predictions count as not-present here; the assertion tests, not this
@@ -302,6 +307,63 @@ def print_tables(results: dict[str, Result]) -> None:
         )
 
 
+BOOTSTRAP_DRAWS = 2000
+
+
+def bootstrap_f1(
+    rows: list[Row], preds: list[dict[str, str]], *, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """95 % intervals of each evaluated finding's F1 and of micro-F1 ("micro") over
+    findings with >= MIN_POSITIVES positives, resampling whole reports (a report's errors
+    stay together, as they do when a split is drawn)."""
+    import numpy as np
+
+    table = score(rows, preds)
+    findings = sorted(table)
+    kinds = ("tp", "fp", "fn")
+    # per report and finding: 1 in the column of its outcome (tp, fp or fn), else 0
+    outcome = np.zeros((len(rows), len(findings), 3), dtype=np.int32)
+    for i, (row, pred) in enumerate(zip(rows, preds, strict=True)):
+        for j, f in enumerate(findings):
+            found, coded = pred.get(f) == "present", f in row.gold
+            if found or coded:
+                outcome[i, j, kinds.index("tp" if found and coded else "fp" if found else "fn")] = 1
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(rows), [1 / len(rows)] * len(rows), size=draws)
+    counts = np.einsum("bi,ijk->bjk", weights, outcome)  # draws x findings x (tp, fp, fn)
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+
+    def f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+        denom = 2 * tp + fp + fn
+        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        low, high = np.percentile(values, [2.5, 97.5])
+        return float(low), float(high)
+
+    out = {f: interval(f1(tp[:, j], fp[:, j], fn[:, j])) for j, f in enumerate(findings)}
+    big = [j for j, f in enumerate(findings) if table[f]["n_pos"] >= MIN_POSITIVES]
+    out["micro"] = interval(f1(tp[:, big].sum(1), fp[:, big].sum(1), fn[:, big].sum(1)))
+    return out
+
+
+def print_intervals(results: dict[str, Result]) -> None:
+    print(f"\n95 % bootstrap intervals of F1 ({BOOTSTRAP_DRAWS} resamples of each split's reports)")
+    names = list(results)
+    print(f"{'finding':<26}" + "".join(f"{'| ' + n + ' F1':>14}{'interval':>16}" for n in names))
+    intervals = {n: bootstrap_f1(results[n].rows, results[n].preds) for n in names}
+    first = results[names[0]].table
+    shown = [f for f in sorted(first, key=lambda k: -first[k]["n_pos"])]
+    shown = [f for f in shown if any(results[n].table[f]["n_pos"] >= MIN_POSITIVES for n in names)]
+    for f in ["micro", *shown]:
+        cells = ""
+        for n in names:
+            point = micro_f1(results[n].table) if f == "micro" else results[n].table[f]["f1"]
+            low, high = intervals[n][f]
+            cells += f"{point:>14.3f}{f'{low:.3f}-{high:.3f}':>16}"
+        print(f"{f:<26}{cells}")
+
+
 def print_errors(rows: list[Row], preds: list[dict[str, str]], finding: str, n: int) -> None:
     fps = [
         (r, p)
@@ -327,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", type=Path, default=DEFAULT_DEV, help="dev reports CSV")
     parser.add_argument("--test", type=Path, default=DEFAULT_TEST, help="test reports CSV")
     parser.add_argument("--json", action="store_true", help="print the tables as JSON")
+    parser.add_argument("--ci", action="store_true", help="add 95%% bootstrap intervals of each F1")
     parser.add_argument("--errors", metavar="FINDING", help="print false positives/negatives")
     parser.add_argument("--split", choices=["dev", "test"], default="dev", help="for --errors")
     parser.add_argument(
@@ -378,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                             "skipped_no_text": r.skipped.no_text,
                             "seconds": r.seconds,
                             "findings": r.table,
+                            **({"f1_intervals": bootstrap_f1(r.rows, r.preds)} if args.ci else {}),
                         }
                         for name, r in results.items()
                     },
@@ -388,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"labeller {LABELLER_VERSION}" + (f", {origin}" if origin else ""))
         print_tables(results)
+        if args.ci:
+            print_intervals(results)
         print_conventions(results)
     if args.errors:
         r = results[args.split]
