@@ -36,6 +36,7 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,21 +162,26 @@ def read_rows(path: Path, skipped: Skipped | None = None) -> list[Row]:
     return rows
 
 
+EVALUATED = sorted({f for _, _, f in MESH_MAP} | {"no_finding"})
+OUTCOMES = ("tp", "fp", "fn")
+
+
+def outcomes(rows: list[Row], predictions: list[dict[str, str]]) -> Iterator[tuple[int, str, str]]:
+    """(report index, finding, "tp" | "fp" | "fn") for each evaluated finding a report was
+    coded with or predicted present; every other pair is a true negative."""
+    for i, (row, pred) in enumerate(zip(rows, predictions, strict=True)):
+        for f in EVALUATED:
+            found, coded = pred.get(f) == "present", f in row.gold
+            if found or coded:
+                yield i, f, "tp" if found and coded else "fp" if found else "fn"
+
+
 def score(rows: list[Row], predictions: list[dict[str, str]]) -> dict[str, dict[str, float]]:
-    evaluated = sorted({f for _, _, f in MESH_MAP} | {"no_finding"})
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"tp": 0, "fp": 0, "fn": 0})
-    for row, pred in zip(rows, predictions, strict=True):
-        predicted = {f for f, s in pred.items() if s == "present"}
-        for f in evaluated:
-            c = counts[f]
-            if f in row.gold and f in predicted:
-                c["tp"] += 1
-            elif f in predicted:
-                c["fp"] += 1
-            elif f in row.gold:
-                c["fn"] += 1
+    counts = {f: dict.fromkeys(OUTCOMES, 0) for f in EVALUATED}
+    for _, f, kind in outcomes(rows, predictions):
+        counts[f][kind] += 1
     table: dict[str, dict[str, float]] = {}
-    for f in evaluated:
+    for f in EVALUATED:
         c = counts[f]
         p = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 0.0
         r = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 0.0
@@ -318,16 +324,11 @@ def bootstrap_f1(
     stay together, as they do when a split is drawn)."""
     import numpy as np
 
-    table = score(rows, preds)
-    findings = sorted(table)
-    kinds = ("tp", "fp", "fn")
+    column = {f: j for j, f in enumerate(EVALUATED)}
     # per report and finding: 1 in the column of its outcome (tp, fp or fn), else 0
-    outcome = np.zeros((len(rows), len(findings), 3), dtype=np.int32)
-    for i, (row, pred) in enumerate(zip(rows, preds, strict=True)):
-        for j, f in enumerate(findings):
-            found, coded = pred.get(f) == "present", f in row.gold
-            if found or coded:
-                outcome[i, j, kinds.index("tp" if found and coded else "fp" if found else "fn")] = 1
+    outcome = np.zeros((len(rows), len(EVALUATED), len(OUTCOMES)), dtype=np.int32)
+    for i, f, kind in outcomes(rows, preds):
+        outcome[i, column[f], OUTCOMES.index(kind)] = 1
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(len(rows), [1 / len(rows)] * len(rows), size=draws)
     counts = np.einsum("bi,ijk->bjk", weights, outcome)  # draws x findings x (tp, fp, fn)
@@ -341,8 +342,9 @@ def bootstrap_f1(
         low, high = np.percentile(values, [2.5, 97.5])
         return float(low), float(high)
 
-    out = {f: interval(f1(tp[:, j], fp[:, j], fn[:, j])) for j, f in enumerate(findings)}
-    big = [j for j, f in enumerate(findings) if table[f]["n_pos"] >= MIN_POSITIVES]
+    out = {f: interval(f1(tp[:, j], fp[:, j], fn[:, j])) for j, f in enumerate(EVALUATED)}
+    whole = outcome.sum(0)  # the split itself: findings x (tp, fp, fn)
+    big = whole[:, 0] + whole[:, 2] >= MIN_POSITIVES  # as micro_f1 picks them
     out["micro"] = interval(f1(tp[:, big].sum(1), fp[:, big].sum(1), fn[:, big].sum(1)))
     return out
 
@@ -353,8 +355,11 @@ def print_intervals(results: dict[str, Result]) -> None:
     print(f"{'finding':<26}" + "".join(f"{'| ' + n + ' F1':>14}{'interval':>16}" for n in names))
     intervals = {n: bootstrap_f1(results[n].rows, results[n].preds) for n in names}
     first = results[names[0]].table
-    shown = [f for f in sorted(first, key=lambda k: -first[k]["n_pos"])]
-    shown = [f for f in shown if any(results[n].table[f]["n_pos"] >= MIN_POSITIVES for n in names)]
+    shown = [
+        f
+        for f in sorted(first, key=lambda k: -first[k]["n_pos"])
+        if any(results[n].table[f]["n_pos"] >= MIN_POSITIVES for n in names)
+    ]
     for f in ["micro", *shown]:
         cells = ""
         for n in names:
